@@ -1,0 +1,123 @@
+"""Off the request path: a bounded queue of alert jobs and one worker thread.
+
+The thread is started only when the first job arrives, so a gunicorn sync
+worker that never alerts never gets a thread (a process that has ever started
+a thread stays slower). It is started afresh in a forked child. At interpreter
+exit, jobs still queued get a bounded time to finish; what is left is handed
+back to each job's ``abandon``, which spools or logs it, so no alert vanishes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Protocol
+
+logger = logging.getLogger("flask_perfalert")
+
+#: Jobs waiting at most; more are refused (and abandoned, so spooled or logged).
+QUEUE_SIZE = 1000
+#: Seconds the worker may keep the interpreter alive at exit.
+EXIT_FLUSH_SECONDS = 5.0
+
+
+class Job(Protocol):
+    #: Short description for logs ("file report for GET index").
+    description: str
+
+    def run(self) -> None:
+        """Do the work. Exceptions are logged by the worker."""
+
+    def abandon(self, reason: str) -> None:
+        """The job will not run (queue full, shutting down): keep or log it."""
+
+
+class DeliveryWorker:
+    def __init__(self, queue_size: int = QUEUE_SIZE) -> None:
+        self.queue_size = queue_size
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+        atexit.register(self.shutdown)
+
+    def _reset(self) -> None:
+        self._queue: queue.Queue[Job | None] = queue.Queue(self.queue_size)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closing = False
+        self.overflow = 0
+        self.busy = False
+
+    def submit(self, job: Job) -> bool:
+        """Queue ``job`` without ever blocking; False (and the job abandoned) if full."""
+        if self._closing:
+            job.abandon("the process is exiting")
+            return False
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self.overflow += 1
+            logger.warning(
+                "Alert queue full (%d jobs); %d refused so far: %s",
+                self.queue_size,
+                self.overflow,
+                job.description,
+            )
+            job.abandon("the alert queue is full")
+            return False
+        if self._thread is None:
+            self._start()
+        return True
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="flask-perfalert-delivery", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self.busy = True
+            try:
+                job.run()
+            except Exception:
+                logger.exception("Flask-PerfAlert job failed: %s", job.description)
+            finally:
+                self.busy = False
+                self._queue.task_done()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued job has run (for tests and the CLI)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def shutdown(self, timeout: float = EXIT_FLUSH_SECONDS) -> None:
+        """Give queued jobs ``timeout`` seconds, then abandon what is left."""
+        self._closing = True
+        if self._thread is not None:
+            self.wait_idle(timeout)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.abandon("the process exited before it could run")
+            self._queue.task_done()
+        self._closing = False
+
+
+DELIVERY = DeliveryWorker()

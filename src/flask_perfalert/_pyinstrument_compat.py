@@ -1,0 +1,187 @@
+"""Everything that depends on pyinstrument's internals, in one place.
+
+The rest of the package uses pyinstrument only through this module and through
+``pyinstrument.Profiler`` (its public API). ``check_compatible()`` is run by the
+test suite against every supported pyinstrument version and fails loudly when
+one of the assumptions below stops holding.
+
+Assumptions:
+
+* a frame identifier is ``"function\\x00file\\x00first_line"``, optionally
+  followed by ``"\\x01c<class>"`` and ``"\\x01l<line>"`` attributes;
+* ``Session.from_json`` accepts a ``start_call_stack`` beginning with
+  ``DUMMY_ROOT_FRAME_IDENTIFIER``, and a dict with ``frame_records`` as a list of
+  ``(stack, seconds)`` pairs, the stack root first;
+* ``HTMLRenderer().render(session)`` returns a whole HTML page with a
+  ``<body>`` tag;
+* ``Session.root_frame()`` returns a tree of frames with ``function``,
+  ``file_path``, ``line_no``, ``children``, ``time``, ``total_self_time``
+  and ``is_synthetic``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from types import CodeType, FrameType
+
+from pyinstrument.frame import DUMMY_ROOT_FRAME_IDENTIFIER
+from pyinstrument.frame_info import frame_info_get_identifier
+from pyinstrument.renderers import HTMLRenderer
+from pyinstrument.session import Session
+
+from .events import HotFrame
+
+_SEP = "\x00"
+_ATTR = "\x01"
+
+#: Identifiers by code object: building them is most of the cost of a sample.
+_identifier_cache: dict[CodeType, str] = {}
+_IDENTIFIER_CACHE_MAX = 20_000
+
+
+def _code_identifier(code: CodeType) -> str:
+    ident = _identifier_cache.get(code)
+    if ident is None:
+        qualname = getattr(code, "co_qualname", code.co_name)
+        ident = f"{code.co_name}{_SEP}{code.co_filename}{_SEP}{code.co_firstlineno}"
+        owner, _, _ = qualname.rpartition(".")
+        if owner and not owner.endswith("<locals>"):
+            ident += f"{_ATTR}c{owner.rpartition('.')[2]}"
+        if len(_identifier_cache) >= _IDENTIFIER_CACHE_MAX:
+            _identifier_cache.clear()
+        _identifier_cache[code] = ident
+    return ident
+
+
+def stack_of(frame: FrameType | None, stop_code: CodeType | None = None) -> tuple[str, ...]:
+    """The stack of ``frame`` as pyinstrument frame infos, the root first.
+
+    Frames below ``stop_code`` (the callers of a watched function) are left out.
+    """
+    infos: list[str] = []
+    while frame is not None:
+        code = frame.f_code
+        infos.append(f"{_code_identifier(code)}{_ATTR}l{frame.f_lineno or 0}")
+        if code is stop_code:
+            break
+        frame = frame.f_back
+    infos.reverse()
+    return tuple(infos)
+
+
+def synthetic_identifier(label: str) -> str:
+    """A frame info for a labelled, made-up frame (e.g. samples merged on overflow)."""
+    return f"{label}{_SEP}<flask-perfalert>{_SEP}0"
+
+
+def session_from_samples(
+    samples: Iterable[tuple[Sequence[str], float]],
+    *,
+    start_time: float,
+    duration: float,
+    interval: float,
+    sample_count: int,
+    description: str,
+) -> Session:
+    """Make a pyinstrument session from ``(stack, seconds)`` samples."""
+    records = [[list(stack), seconds] for stack, seconds in samples]
+    # pyinstrument trims the "stem" of the tree down to the frame where profiling
+    # started; for samples that is the deepest frame all of them share.
+    common: list[str] = list(records[0][0]) if records else []
+    for stack, _ in records[1:]:
+        n = 0
+        for a, b in zip(common, stack):
+            if a != b:
+                break
+            n += 1
+        del common[n:]
+    start_stack = [DUMMY_ROOT_FRAME_IDENTIFIER] + [frame_info_get_identifier(i) for i in common]
+    return Session.from_json(
+        {
+            "frame_records": records,
+            "start_time": start_time,
+            "duration": duration,
+            "min_interval": interval,
+            "max_interval": interval,
+            "sample_count": sample_count,
+            "start_call_stack": start_stack,
+            "target_description": description,
+            "cpu_time": 0.0,
+            "sys_path": sys.path,
+            "sys_prefixes": Session.current_sys_prefixes(),
+        }
+    )
+
+
+def combine(first: Session, second: Session) -> Session:
+    return Session.combine(first, second)
+
+
+def render_html_page(session: Session | None, header_html: str) -> str:
+    """pyinstrument's interactive HTML page with ``header_html`` above the call tree."""
+    if session is None or not session.frame_records:
+        return (
+            '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>'
+            f"{header_html}</body></html>"
+        )
+    page = HTMLRenderer().render(session)
+    head, sep, tail = page.partition("<body>")
+    if not sep:  # pragma: no cover - guarded by check_compatible()
+        raise RuntimeError("pyinstrument's HTML page has no <body> tag")
+    return f"{head}{sep}{header_html}{tail}"
+
+
+def hot_frames(session: Session, limit: int = 5) -> list[HotFrame]:
+    """Functions by their own ("self") time, hottest first, as shares of the profile."""
+    root = session.root_frame()
+    if root is None or root.time <= 0:
+        return []
+    total = root.time
+    own: dict[tuple[str, str, int], float] = {}
+    stack = [root]
+    while stack:
+        frame = stack.pop()
+        stack.extend(frame.children)
+        if frame.is_synthetic:
+            continue
+        self_time = frame.total_self_time
+        if self_time <= 0:
+            continue
+        key = (frame.function, frame.file_path or "?", frame.line_no or 0)
+        own[key] = own.get(key, 0.0) + self_time
+    ranked = sorted(own.items(), key=lambda item: item[1], reverse=True)[:limit]
+    return [
+        HotFrame(function=func, file=session.shorten_path(path), line=line, share=t / total)
+        for (func, path, line), t in ranked
+    ]
+
+
+def check_compatible() -> None:
+    """Raise RuntimeError if this pyinstrument breaks one of the assumptions above."""
+
+    def probe() -> tuple[str, ...]:
+        return stack_of(sys._getframe())
+
+    stack = probe()
+    session = session_from_samples(
+        [(stack, 0.01), (stack, 0.02)],
+        start_time=time.time(),
+        duration=0.03,
+        interval=0.01,
+        sample_count=2,
+        description="compatibility check",
+    )
+    frames = hot_frames(session, 1)
+    if not frames or frames[0].function != "probe":
+        raise RuntimeError(f"pyinstrument {_version()}: unexpected call tree {frames!r}")
+    page = render_html_page(session, '<div id="perfalert-probe"></div>')
+    if 'id="perfalert-probe"' not in page or "probe" not in page:
+        raise RuntimeError(f"pyinstrument {_version()}: unexpected HTML page")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("pyinstrument")

@@ -1,0 +1,304 @@
+"""The late-start sampling profiler: one per process.
+
+Fast requests pay only for being put in (and taken out of) a dict. Once a
+request has run past its arm point (``SAMPLE_AFTER`` of its threshold), its
+thread's stack is read every ``SAMPLE_INTERVAL`` seconds, keeping strings only.
+
+How the ticks are made, chosen so that a process without threads never gets
+one (a process that has ever started a thread stays measurably slower):
+
+* work on the **main thread** (gunicorn's sync workers, CLI jobs) is sampled
+  from a ``SIGALRM`` interval timer. The handler runs on the main thread and
+  is given the interrupted frame, so no other thread and no
+  ``sys._current_frames()`` are needed. The timer runs only while something is
+  being measured and stops itself when idle;
+* work on **other threads** (gthread workers, threaded servers, async views)
+  is sampled by a daemon thread started the first time it is needed; such a
+  process already has threads.
+
+If ``SIGALRM`` is taken by someone else, or the handler could not be installed
+(not the main thread at set-up), the main thread is sampled by the thread.
+Under gevent or eventlet, stacks of one OS thread belong to many greenlets, so
+sampling is turned off and events say so.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from ._measurement import Measurement
+from ._pyinstrument_compat import stack_of
+
+logger = logging.getLogger("flask_perfalert")
+
+# CPython gh-106883: sys._current_frames() can deadlock with the garbage
+# collector on 3.11.0..3.11.8 and 3.12.0..3.12.2. Collections are held off
+# around the call on those versions.
+_CURRENT_FRAMES_NEEDS_GC_GUARD = (3, 11, 0) <= sys.version_info[:3] <= (3, 11, 8) or (
+    3,
+    12,
+    0,
+) <= sys.version_info[:3] <= (3, 12, 2)
+
+_MAX_INTERVAL = 0.1
+
+
+def _current_frames() -> dict[int, FrameType]:
+    if not _CURRENT_FRAMES_NEEDS_GC_GUARD:
+        return sys._current_frames()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def green_threads_in_use() -> str | None:
+    """The name of the green-thread library that patched ``threading``, if any."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        return "gevent"
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        return "eventlet"
+    return None
+
+
+class Sampler:
+    """Samples the stacks of registered measurements that have passed their arm point."""
+
+    def __init__(self) -> None:
+        self._reset()
+        # Nothing of a parent's sampler is valid in a forked child (gunicorn --preload):
+        # its timer and thread do not exist there.
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+        # Interpreter shutdown puts SIGALRM back to its default action (terminate):
+        # a timer still running then would kill the process.
+        atexit.register(self.stop_timer)
+
+    def stop_timer(self) -> None:
+        self.active.clear()
+        if self.timer_running:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.timer_running = False
+
+    def _reset(self) -> None:
+        self.interval = 0.005
+        self.base_interval = 0.005
+        self.max_overhead = 0.05
+        #: Measurements running now, by id; GIL-atomic dict operations only, since
+        #: the signal handler may interrupt the main thread anywhere.
+        self.active: dict[int, tuple[Any, ...]] = {}
+        #: Measurements of active entries that passed their arm point, by entry id.
+        self.armed: dict[int, Measurement] = {}
+        self.timer_running = False
+        self.handler_installed = False
+        self.signal_refused = False
+        self.thread: threading.Thread | None = None
+        self.wake = threading.Event()
+        self.main_thread_id = threading.main_thread().ident
+        #: Seconds spent sampling, and since when, for overhead control and stats.
+        self.cpu_seconds = 0.0
+        self.since = time.perf_counter()
+        self._window_start = self.since
+        self._window_cost = 0.0
+        self.backed_off = False
+        self.samples_taken = 0
+
+    def configure(self, interval: float, max_overhead: float) -> None:
+        self.base_interval = self.interval = interval
+        self.max_overhead = max_overhead
+
+    # -- set-up ---------------------------------------------------------------
+    def install_signal_handler(self) -> None:
+        """Take ``SIGALRM`` if it is free; call from the main thread (at ``init_app``)."""
+        if self.handler_installed or self.signal_refused:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if green_threads_in_use():
+            return
+        try:
+            current = signal.getsignal(signal.SIGALRM)
+            if current not in (signal.SIG_DFL, None):
+                self.signal_refused = True
+                logger.info("SIGALRM is in use by the app; sampling with a thread instead.")
+                return
+            signal.signal(signal.SIGALRM, self._on_signal)
+            # Restart interrupted system calls, so that C code in the app never sees
+            # EINTR because of us; the handler runs when the call returns.
+            signal.siginterrupt(signal.SIGALRM, False)
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - platform
+            self.signal_refused = True
+            return
+        self.handler_installed = True
+
+    def _signal_usable(self) -> bool:
+        if not self.handler_installed:
+            return False
+        if signal.getsignal(signal.SIGALRM) != self._on_signal:
+            # The app took SIGALRM after us: leave it alone from now on.
+            self.handler_installed = False
+            self.signal_refused = True
+            logger.warning("SIGALRM was taken over by the app; sampling with a thread instead.")
+            return False
+        return True
+
+    # -- the request path -------------------------------------------------------
+    # An entry is a tuple (start, thread id, owner, payload): creating a tuple is
+    # the cheapest thing a request can pay. A Measurement object is only made once
+    # the entry passes its arm point, by the owner's ``arm(entry, now)``.
+    def register(self, entry: tuple[Any, ...]) -> None:
+        self.active[id(entry)] = entry
+        if entry[1] == self.main_thread_id and self.handler_installed:
+            if not self.timer_running:
+                self._start_timer(max(entry[0] + entry[2].min_arm_delay - time.perf_counter(), 0))
+        elif self.thread is None or not self.wake.is_set():
+            self._wake_thread()
+
+    def unregister(self, entry: tuple[Any, ...]) -> Measurement | None:
+        """Stop sampling ``entry``; returns its measurement if it was armed."""
+        key = id(entry)
+        self.active.pop(key, None)
+        return self.armed.pop(key, None)
+
+    # -- ticks ---------------------------------------------------------------------
+    def _start_timer(self, delay: float) -> None:
+        if not self._signal_usable():
+            self._wake_thread()
+            return
+        self.timer_running = True
+        signal.setitimer(signal.ITIMER_REAL, max(delay, 1e-4), self.interval)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        try:
+            if not self.active:
+                # Disarm first, then look again: a measurement registered meanwhile
+                # either saw timer_running True (and is seen here) or starts a timer.
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                self.timer_running = False
+                if self.active:
+                    self._start_timer(self.interval)
+                return
+            self.tick(main_frame=frame)
+        except Exception:  # pragma: no cover - never let the handler hurt the app
+            logger.exception("Flask-PerfAlert sampler failed")
+
+    def _wake_thread(self) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            self.thread = threading.Thread(
+                target=self._run_thread, name="flask-perfalert-sampler", daemon=True
+            )
+            self.wake.set()
+            self.thread.start()
+        else:
+            self.wake.set()
+
+    def _thread_targets(self) -> bool:
+        for entry in list(self.active.values()):
+            if entry[1] != self.main_thread_id or not self.handler_installed:
+                return True
+        return False
+
+    def _run_thread(self) -> None:
+        while True:
+            if not self._thread_targets():
+                self.wake.clear()
+                if not self._thread_targets():
+                    self.wake.wait()
+                continue
+            time.sleep(self.interval)
+            try:
+                self.tick(main_frame=None, thread_only=True)
+            except Exception:  # pragma: no cover
+                logger.exception("Flask-PerfAlert sampler failed")
+
+    def tick(self, main_frame: FrameType | None, thread_only: bool = False) -> None:
+        """Take one sample of every armed entry this caller is responsible for."""
+        now = time.perf_counter()
+        frames: dict[int, FrameType] | None = None
+        stacks: dict[int, tuple[str, ...]] = {}
+        armed = self.armed
+        for key, entry in list(self.active.items()):
+            on_main = entry[1] == self.main_thread_id
+            if on_main and self.handler_installed:
+                if thread_only:
+                    continue
+            elif not thread_only:
+                continue
+            m = armed.get(key)
+            if m is None:
+                if now < entry[0] + entry[2].min_arm_delay:
+                    continue
+                m = entry[2].arm(entry)
+                if key not in self.active:  # finished meanwhile
+                    continue
+                armed[key] = m
+            if m.skip or now < m.arm_at:
+                continue
+            stack = stacks.get(m.thread_id)
+            if stack is None or m.stop_code is not None:
+                if on_main and main_frame is not None and not m.linked_threads:
+                    frame: FrameType | None = main_frame
+                else:
+                    if frames is None:
+                        frames = _current_frames()
+                    frame = frames.get(m.thread_id)
+                stack = stack_of(frame, m.stop_code)
+                if m.linked_threads:
+                    if frames is None:
+                        frames = _current_frames()
+                    for tid in m.linked_threads:
+                        stack += stack_of(frames.get(tid))
+
+                if m.stop_code is None and not m.linked_threads:
+                    stacks[m.thread_id] = stack
+            m.interval = self.interval
+            m.add_sample(stack, now)
+            self.samples_taken += 1
+        cost = time.perf_counter() - now
+        self.cpu_seconds += cost
+        self._control_overhead(now, cost)
+
+    def _control_overhead(self, now: float, cost: float) -> None:
+        self._window_cost += cost
+        elapsed = now - self._window_start
+        if elapsed < 1.0:
+            return
+        share = self._window_cost / elapsed
+        self._window_start, self._window_cost = now, 0.0
+        if share > self.max_overhead and self.interval < _MAX_INTERVAL:
+            self.interval = min(self.interval * 2, _MAX_INTERVAL)
+            if not self.backed_off:
+                logger.warning(
+                    "Flask-PerfAlert's sampler used %.1f%% of the time (limit %.1f%%): "
+                    "sampling every %.0f ms instead.",
+                    share * 100,
+                    self.max_overhead * 100,
+                    self.interval * 1000,
+                )
+            self.backed_off = True
+            self._retime()
+        elif share < self.max_overhead / 4 and self.interval > self.base_interval:
+            self.interval = max(self.interval / 2, self.base_interval)
+            self._retime()
+
+    def _retime(self) -> None:
+        if self.timer_running and self.handler_installed:
+            signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
+
+
+SAMPLER = Sampler()
+

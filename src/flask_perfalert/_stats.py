@@ -1,0 +1,56 @@
+"""Counters of one app in this process, and the extension's own cost."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._sampler import SAMPLER
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    functions: int = 0
+    slow: int = 0
+    alerted: int = 0
+    suppressed: int = 0
+    delivered: int = 0
+    delivery_failures: int = 0
+    spooled: int = 0
+    dropped: int = 0
+    #: Seconds the monitored requests and functions took, in total.
+    monitored_seconds: float = 0.0
+    #: Seconds spent in the extension's own code on the request path.
+    own_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        """Thread-safe increment, for counters touched off the request path."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+    def snapshot(self) -> dict[str, Any]:
+        sampler = SAMPLER.cpu_seconds
+        busy = self.monitored_seconds
+        overhead = (self.own_seconds + sampler) / busy if busy > 0 else 0.0
+        return {
+            "scope": "this process",
+            "requests": self.requests,
+            "functions": self.functions,
+            "slow": self.slow,
+            "alerted": self.alerted,
+            "suppressed": self.suppressed,
+            "delivered": self.delivered,
+            "delivery_failures": self.delivery_failures,
+            "spooled": self.spooled,
+            "dropped": self.dropped,
+            "own_seconds": self.own_seconds,
+            "sampler_seconds": sampler,
+            "samples": SAMPLER.samples_taken,
+            "sampler_interval": SAMPLER.interval,
+            "sampler_backed_off": SAMPLER.backed_off,
+            "monitored_seconds": busy,
+            "estimated_overhead": overhead,
+        }

@@ -1,0 +1,141 @@
+"""The file subscriber: one HTML report per new slow event, in ``PERFALERT_FILE_DIR``.
+
+Files are written off the request path by the delivery worker, atomically
+(a temporary file renamed into place), with mode 0600. Their names carry the
+time, a safe form of the endpoint and the event id, so they never collide and
+never leave the folder. Old reports are removed by count and by age; only
+files whose names this module made are ever touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._delivery import DELIVERY
+
+if TYPE_CHECKING:
+    from .._monitor import AppMonitor
+    from ..events import SlowRequestEvent
+
+logger = logging.getLogger("flask_perfalert")
+
+REPORT_PREFIX = "perfalert-"
+REPORT_SUFFIX = ".html"
+_OWN_NAME = re.compile(r"^perfalert-\d{8}T\d{6}\.\d{6}Z-[A-Za-z0-9._-]{0,80}-[0-9a-f]{8,32}\.html$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+#: At most one disk warning per this many seconds.
+WARN_INTERVAL = 300.0
+
+
+def safe_name(endpoint: str | None) -> str:
+    """``endpoint`` reduced to letters, digits, ``_`` and ``-``; never empty or a path."""
+    text = _UNSAFE.sub("_", endpoint or "no-endpoint").strip("_")
+    return text[:80] or "endpoint"
+
+
+def report_name(event: SlowRequestEvent) -> str:
+    stamp = event.timestamp.strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{REPORT_PREFIX}{stamp}-{safe_name(event.endpoint)}-{event.id}{REPORT_SUFFIX}"
+
+
+class FileAlerts:
+    """Writes reports for one app; connected to the signal by ``AppMonitor``."""
+
+    def __init__(self, monitor: AppMonitor) -> None:
+        self.monitor = monitor
+        self.folder = Path(monitor.settings.file_dir)
+        self.max_files = monitor.settings.file_max_files
+        self.max_age = monitor.settings.file_max_age_days * 86400
+        self._last_warning = -WARN_INTERVAL
+
+    def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
+        if event.duplicate:
+            return
+        DELIVERY.submit(_FileJob(self, event))
+
+    def write(self, event: SlowRequestEvent) -> Path | None:
+        """Write the report now; the path, or None after logging why not."""
+        html = event.html
+        if html is None:
+            self.monitor.stats.add("dropped")
+            return None
+        try:
+            path = self._write_atomic(report_name(event), html.encode("utf-8"))
+        except OSError as exc:
+            self.monitor.stats.add("dropped")
+            self.warn(f"Could not write the report for {event.summary()} to {self.folder}: {exc}")
+            return None
+        logger.info("Slow request report: %s — %s", path, event.summary())
+        self.prune()
+        return path
+
+    def warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_INTERVAL:
+            self._last_warning = now
+            logger.warning("%s (further disk warnings muted for %.0fs)", message, WARN_INTERVAL)
+        else:
+            logger.debug(message)
+
+    def _write_atomic(self, name: str, data: bytes) -> Path:
+        folder = self.folder
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = folder.resolve()
+        path = (folder / name).resolve()
+        if path.parent != folder:  # cannot happen with safe names; checked all the same
+            raise OSError(f"refusing to write outside {folder}: {name!r}")
+        fd, tmp = tempfile.mkstemp(prefix=".perfalert-", suffix=".tmp", dir=folder)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return path
+
+    def reports(self) -> list[Path]:
+        """This extension's reports in the folder, newest first."""
+        try:
+            entries = [p for p in self.folder.iterdir() if _OWN_NAME.match(p.name)]
+        except OSError:
+            return []
+        return sorted(entries, key=lambda p: p.name, reverse=True)
+
+    def prune(self) -> None:
+        """Remove reports beyond ``FILE_MAX_FILES`` and older than ``FILE_MAX_AGE_DAYS``."""
+        now = time.time()
+        for index, path in enumerate(self.reports()):
+            try:
+                too_old = now - path.stat().st_mtime > self.max_age
+                if index >= self.max_files or too_old:
+                    path.unlink()
+            except OSError:
+                continue
+
+
+class _FileJob:
+    def __init__(self, alerts: FileAlerts, event: SlowRequestEvent) -> None:
+        self.alerts = alerts
+        self.event = event
+        self.description = f"file report for {event.key}"
+
+    def run(self) -> None:
+        self.alerts.write(self.event)
+
+    def abandon(self, reason: str) -> None:
+        self.alerts.monitor.stats.add("dropped")
+        logger.warning("Report for %s not written: %s", self.event.summary(), reason)

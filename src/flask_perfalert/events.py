@@ -1,0 +1,114 @@
+"""The slow-request event: what subscribers of the signal receive."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pyinstrument.session import Session
+
+logger = logging.getLogger("flask_perfalert")
+
+
+@dataclass(frozen=True)
+class HotFrame:
+    """One of the functions that took the most time in a profile."""
+
+    function: str
+    file: str
+    line: int
+    #: Share of the profiled time spent in this function itself, 0..1.
+    share: float
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(eq=False)
+class SlowRequestEvent:
+    """A request, or a call of a watched function, that was slower than its threshold.
+
+    Request-derived values (``url``, ``params``, ``headers``) are already
+    redacted: a value whose name looks secret reads ``"[Filtered]"``.
+    """
+
+    #: ``"request"`` for a monitored request, ``"function"`` for ``@perf.watch``.
+    kind: Literal["request", "function"]
+    #: The Flask endpoint (``None`` when no route matched), or the watched
+    #: function's module-qualified name.
+    endpoint: str | None
+    #: The full URL of the request, or ``None`` for a function outside a request.
+    url: str | None
+    method: str | None
+    #: Query-string and form values, and the JSON body's keys and values.
+    params: dict[str, Any]
+    #: Request headers worth showing; credentials are never captured.
+    headers: dict[str, str]
+    #: HTTP status sent to the client; ``None`` for a watched function.
+    status_code: int | None
+    #: Seconds the request or call took.
+    duration: float
+    #: Seconds it was allowed.
+    threshold: float
+    #: When it started (timezone-aware, UTC).
+    timestamp: datetime
+    #: True when an alert with the same :attr:`key` was already sent inside the window.
+    duplicate: bool
+    #: The pyinstrument session of the profile, or ``None`` when none was taken.
+    profile: Session | None
+    #: Which part of the request the profile covers, or why there is none.
+    profile_note: str
+    #: Host name and process id of the worker that served the request.
+    host: str
+    pid: int
+    #: Unique id of this event; deliveries use it to avoid duplicate posts.
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _html: str | None = field(default=None, repr=False)
+    _html_done: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def key(self) -> str:
+        """The de-duplication key: method and endpoint (or the function's name)."""
+        if self.kind == "function":
+            return f"function {self.endpoint}"
+        return f"{self.method} {self.endpoint}"
+
+    @property
+    def html(self) -> str | None:
+        """The HTML report, rendered on first use; ``None`` if rendering failed."""
+        with self._lock:
+            if not self._html_done:
+                from .report import render_report
+
+                try:
+                    self._html = render_report(self)
+                except Exception:
+                    logger.exception("Could not render the report for %s", self.key)
+                    self._html = None
+                self._html_done = True
+            return self._html
+
+    def hot_frames(self, limit: int = 5) -> list[HotFrame]:
+        """The functions with the most own time in the profile, hottest first."""
+        if self.profile is None:
+            return []
+        from ._pyinstrument_compat import hot_frames
+
+        return hot_frames(self.profile, limit)
+
+    def summary(self) -> str:
+        """One line saying what was slow, for logs and messages."""
+        what = self.endpoint or "(no endpoint)"
+        if self.kind == "request":
+            what = f"{self.method} {what} ({self.status_code})"
+        return (
+            f"{what} took {self.duration:.3f}s (threshold {self.threshold:.3f}s) "
+            f"at {self.timestamp.isoformat(timespec='seconds')}"
+        )

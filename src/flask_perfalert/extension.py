@@ -1,0 +1,287 @@
+"""The Flask extension class."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from flask import Flask, current_app, has_app_context, has_request_context, request
+
+from ._middleware import ENVIRON_ENTRY, RequestTimer
+from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
+from .settings import PerfAlertSettings, load_settings
+
+logger = logging.getLogger("flask_perfalert")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXTENSION_KEY = "perfalert"
+
+
+class PerfAlert:
+    """Alerts with a profile when a request or a watched function is slow.
+
+    :param app: the app to set up now; or call :meth:`init_app` later.
+    :param clock: the wall clock the de-duplication window uses (tests pass a
+        fake one).
+    :param options: settings by field name (``threshold_seconds=0.3``); they
+        beat ``app.config``, which beats ``PERFALERT_*`` environment variables,
+        which beat the defaults. See :doc:`/configuration` for every key.
+
+    One instance can serve several apps, each with its own settings.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        self._options = options
+        self._clock = clock
+        self._monitors: weakref.WeakKeyDictionary[Flask, AppMonitor] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        if app is not None:
+            self.init_app(app)
+
+    # -- set-up ---------------------------------------------------------------------
+    def init_app(self, app: Flask) -> None:
+        """Read the settings of ``app`` and start monitoring it.
+
+        Reads every ``PERFALERT_*`` key of ``app.config`` and the environment,
+        once. Calling it again on the same app re-reads the settings.
+        """
+        loaded = load_settings(app.config, self._options)
+        with self._lock:
+            previous = self._monitors.get(app)
+            if previous is not None:
+                previous.disconnect(app)
+            monitor = AppMonitor(app, loaded, self._clock)
+            self._monitors[app] = monitor
+        app.extensions[EXTENSION_KEY] = self
+        monitor.connect(app)
+        self._install_timer(app, monitor)
+        self._install_request_capture(app)
+        self._install_async_link(app)
+        self._register_cli(app)
+        _check_pyinstrument_once()
+        logger.debug("Flask-PerfAlert set up for %s: %s", app.name, loaded.settings.masked())
+
+    def _install_timer(self, app: Flask, monitor: AppMonitor) -> None:
+        wsgi_app = app.wsgi_app
+        timer = _find_timer(wsgi_app)
+        if timer is not None:
+            timer.monitor = monitor
+            if not monitor.settings.enabled:
+                app.wsgi_app = timer.wsgi_app  # type: ignore[method-assign]
+            return
+        if monitor.settings.enabled:
+            app.wsgi_app = RequestTimer(wsgi_app, monitor)  # type: ignore[method-assign]
+
+    def _install_request_capture(self, app: Flask) -> None:
+        # Flask sets environ["werkzeug.request"] to None when the request context
+        # ends, before the response is sent; the timer needs the request after that.
+        if getattr(app.request_context, "_perfalert", False):
+            return
+        original = app.request_context
+
+        def request_context(environ: dict[str, Any]) -> Any:
+            ctx = original(environ)
+            if ENVIRON_ENTRY in environ:
+                environ[ENVIRON_REQUEST] = ctx.request
+            return ctx
+
+        request_context._perfalert = True  # type: ignore[attr-defined]
+        app.request_context = request_context  # type: ignore[method-assign]
+
+    def _install_async_link(self, app: Flask) -> None:
+        # Flask runs an async view through app.async_to_sync on another thread
+        # (asgiref's event loop). Tell the sampler that thread works for the request.
+        if getattr(app.async_to_sync, "_perfalert", False):
+            return
+        original = app.async_to_sync
+
+        def async_to_sync(func: Callable[..., Any]) -> Callable[..., Any]:
+            if not has_request_context():
+                return original(func)
+            environ = request.environ
+            monitor = self._monitors.get(current_app._get_current_object())  # type: ignore[attr-defined]
+            if monitor is None or ENVIRON_ENTRY not in environ:
+                return original(func)
+
+            @functools.wraps(func)
+            async def linked(*args: Any, **kwargs: Any) -> Any:
+                thread_id = threading.get_ident()
+                threads = environ.setdefault(ENVIRON_THREADS, [])
+                threads.append(thread_id)
+                token = None
+                if monitor.policy.mode == "pyinstrument":
+                    token = monitor.policy.start_pyinstrument(environ[ENVIRON_ENTRY])
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    threads.remove(thread_id)
+                    if token is not None and not isinstance(token, tuple):
+                        collected = monitor.policy.end(token)
+                        if collected is not None:
+                            environ.setdefault(ENVIRON_SESSIONS, []).append(collected)
+
+            return original(linked)
+
+        async_to_sync._perfalert = True  # type: ignore[attr-defined]
+        app.async_to_sync = async_to_sync  # type: ignore[method-assign]
+
+    def _register_cli(self, app: Flask) -> None:
+        from .cli import perfalert_cli
+
+        if "perfalert" not in app.cli.commands:
+            app.cli.add_command(perfalert_cli)
+
+    # -- reading state ----------------------------------------------------------------
+    def _monitor(self, app: Flask | None = None) -> AppMonitor:
+        if app is None:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        monitor = self._monitors.get(app)
+        if monitor is None:
+            raise RuntimeError(
+                "Flask-PerfAlert is not set up for this app. Did you forget to call "
+                "perf.init_app(app)?"
+            )
+        return monitor
+
+    def settings(self, app: Flask | None = None) -> PerfAlertSettings:
+        """The effective settings of ``app`` (default: the current app)."""
+        return self._monitor(app).settings
+
+    def effective_settings(self, app: Flask | None = None) -> dict[str, Any]:
+        """The effective settings by ``PERFALERT_*`` key, secrets masked."""
+        return self._monitor(app).settings.masked()
+
+    def stats(self, app: Flask | None = None) -> dict[str, Any]:
+        """Counters and the extension's own measured cost, for this process."""
+        return self._monitor(app).stats.snapshot()
+
+    # -- @perf.watch ---------------------------------------------------------------------
+    @overload
+    def watch(self, func: F, /) -> F: ...
+
+    @overload
+    def watch(self, *, threshold: float | None = None) -> Callable[[F], F]: ...
+
+    def watch(self, func: F | None = None, /, *, threshold: float | None = None) -> Any:
+        """Monitor a function: an alert with its profile when a call is slow.
+
+        Use bare (``@perf.watch``) or with a threshold in seconds
+        (``@perf.watch(threshold=0.2)``). Without one, the function's entry in
+        ``PERFALERT_ENDPOINT_THRESHOLDS`` (by module-qualified name), then
+        ``PERFALERT_THRESHOLD_SECONDS``, apply. Works on views and on plain
+        functions, inside or outside a request, and before ``init_app``.
+        """
+        if threshold is not None and not threshold > 0:
+            raise ValueError(f"watch threshold must be a positive number of seconds: {threshold!r}")
+        if func is None:
+            return functools.partial(self._decorate, threshold=threshold)
+        return self._decorate(func, threshold=threshold)
+
+    def _decorate(self, func: F, threshold: float | None) -> F:
+        name = f"{func.__module__}.{func.__qualname__}"
+        code = getattr(inspect.unwrap(func), "__code__", None)
+        perf = self
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                call = perf._begin_call(name, threshold, code)
+                if call is None:
+                    return await func(*args, **kwargs)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    perf._end_call(*call)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            call = perf._begin_call(name, threshold, code)
+            if call is None:
+                return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                perf._end_call(*call)
+
+        return wrapper  # type: ignore[return-value]
+
+    def _monitor_for_call(self) -> AppMonitor | None:
+        if has_app_context():
+            return self._monitors.get(current_app._get_current_object())  # type: ignore[attr-defined]
+        monitors = list(self._monitors.values())
+        # Outside any app context (a script, a worker job): the one app this
+        # instance serves; with several, there is no way to tell which.
+        return monitors[0] if len(monitors) == 1 else None
+
+    def _begin_call(
+        self, name: str, threshold: float | None, code: Any
+    ) -> tuple[AppMonitor, tuple[Any, ...], Any, dict[str, Any] | None] | None:
+        try:
+            monitor = self._monitor_for_call()
+            if monitor is None or not monitor.settings.enabled:
+                return None
+            limit = threshold or monitor.endpoint_thresholds.get(name, monitor.threshold)
+            environ = request.environ if has_request_context() else None
+            if environ is not None and ENVIRON_ENTRY not in environ:
+                environ = None  # the request itself is not monitored (excluded)
+            entry = (time.perf_counter(), threading.get_ident(), monitor, WatchCall(name, limit, code))
+            token = monitor.policy.begin(entry)
+            return monitor, entry, token, environ
+        except Exception:
+            logger.exception("Flask-PerfAlert could not watch %s", name)
+            return None
+
+    def _end_call(
+        self,
+        monitor: AppMonitor,
+        entry: tuple[Any, ...],
+        token: Any,
+        environ: dict[str, Any] | None,
+    ) -> None:
+        end = time.perf_counter()
+        try:
+            monitor.finish_function(entry, token, end, environ)
+        except Exception:
+            logger.exception("Flask-PerfAlert failed after a watched call")
+
+
+def _find_timer(wsgi_app: Any) -> RequestTimer | None:
+    return wsgi_app if isinstance(wsgi_app, RequestTimer) else None
+
+
+_checked = False
+
+
+def _check_pyinstrument_once() -> None:
+    global _checked
+    if _checked:
+        return
+    _checked = True
+    from ._pyinstrument_compat import check_compatible
+
+    try:
+        check_compatible()
+    except Exception as exc:
+        logger.warning(
+            "This pyinstrument version is not compatible with Flask-PerfAlert (%s); "
+            "reports may lack a call tree.",
+            exc,
+        )

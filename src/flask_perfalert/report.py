@@ -1,0 +1,104 @@
+"""The HTML report: what was slow, above pyinstrument's interactive call tree.
+
+Every request-derived string is HTML-escaped; a URL carrying ``<script>``
+shows as text.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+from ._pyinstrument_compat import render_html_page
+
+if TYPE_CHECKING:
+    from .events import SlowRequestEvent
+
+_STYLE = """
+<style>
+#perfalert-header { font: 14px/1.45 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto,
+  Helvetica, Arial, sans-serif; color: #1d2330; background: #fff; margin: 0;
+  padding: 18px 24px 14px; border-bottom: 3px solid #d9822b; }
+#perfalert-header h1 { font-size: 20px; margin: 0 0 4px; font-weight: 600; }
+#perfalert-header h1 .dur { color: #c23030; }
+#perfalert-header .sub { color: #5c6370; margin: 0 0 12px; }
+#perfalert-header table { border-collapse: collapse; margin: 0 24px 10px 0; vertical-align: top;
+  display: inline-table; }
+#perfalert-header th { text-align: left; font-weight: 600; padding: 2px 12px 2px 0;
+  color: #5c6370; white-space: nowrap; vertical-align: top; }
+#perfalert-header td { padding: 2px 0; font-family: ui-monospace, SFMono-Regular, Menlo,
+  Consolas, monospace; font-size: 13px; word-break: break-all; max-width: 720px; }
+#perfalert-header h2 { font-size: 14px; margin: 10px 0 4px; }
+#perfalert-header .note { color: #5c6370; font-size: 13px; margin: 6px 0 0; }
+#perfalert-header .share { text-align: right; padding-right: 12px; }
+#perfalert-header details { margin: 4px 0; }
+</style>
+"""
+
+
+def _rows(pairs: list[tuple[str, Any]]) -> str:
+    return "".join(
+        f"<tr><th>{escape(str(key))}</th><td>{escape(_text(value))}</td></tr>"
+        for key, value in pairs
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def render_header(event: SlowRequestEvent) -> str:
+    """The report's header block, as HTML."""
+    what = event.endpoint or "(no endpoint)"
+    title = f"{event.method} {what}" if event.kind == "request" else f"{what}()"
+    request_rows: list[tuple[str, Any]] = [
+        ("Endpoint" if event.kind == "request" else "Function", what),
+        ("Method", event.method),
+        ("URL", event.url),
+        ("Status", event.status_code),
+        ("Duration", f"{event.duration:.3f} s"),
+        ("Threshold", f"{event.threshold:.3f} s"),
+        ("Time", event.timestamp.isoformat(timespec="milliseconds")),
+        ("Host / process", f"{event.host} / {event.pid}"),
+    ]
+    if event.kind == "function":
+        request_rows = [row for row in request_rows if row[1] is not None]
+    parts = [
+        _STYLE,
+        '<section id="perfalert-header">',
+        f"<h1>{escape(title)} took <span class=dur>{event.duration:.3f} s</span></h1>",
+        f'<p class="sub">Threshold {event.threshold:.3f} s &middot; '
+        f"{escape(event.timestamp.isoformat(timespec='seconds'))} &middot; Flask-PerfAlert</p>",
+        f'<table id="perfalert-request">{_rows(request_rows)}</table>',
+    ]
+    hot = event.hot_frames(5)
+    if hot:
+        parts.append('<table id="perfalert-hot"><tr><th colspan=2>Where the time went</th></tr>')
+        parts.extend(
+            f'<tr><td class="share">{frame.share:.0%}</td><td>{escape(frame.function)} '
+            f"&nbsp;<span style='color:#5c6370'>{escape(frame.location)}</span></td></tr>"
+            for frame in hot
+        )
+        parts.append("</table>")
+    if event.params:
+        parts.append(
+            "<details open><summary><b>Parameters</b></summary>"
+            f'<table id="perfalert-params">{_rows(list(event.params.items()))}</table></details>'
+        )
+    if event.headers:
+        parts.append(
+            "<details open><summary><b>Request headers</b></summary>"
+            f'<table id="perfalert-headers">{_rows(list(event.headers.items()))}</table>'
+            "</details>"
+        )
+    parts.append(f'<p class="note" id="perfalert-profile-note">{escape(event.profile_note)}</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_report(event: SlowRequestEvent) -> str:
+    """The whole report page for ``event``."""
+    return render_html_page(event.profile, render_header(event))

@@ -1,0 +1,46 @@
+"""The per-process store: a bounded dict of key -> expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+#: Keys kept at most; the oldest claims are forgotten first.
+MAX_KEYS = 10_000
+
+
+class MemoryStore:
+    description = "memory:// (this process only)"
+
+    def __init__(self, prefix: str = "", clock: Callable[[], float] = time.time) -> None:
+        self.prefix = prefix
+        self.clock = clock
+        self._expiry: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, key: str, window_seconds: float) -> bool:
+        key = self.prefix + key
+        now = self.clock()
+        with self._lock:
+            expiry = self._expiry.get(key)
+            if expiry is not None and expiry > now:
+                return False
+            self._expiry[key] = now + window_seconds
+            self._expiry.move_to_end(key)
+            self._evict(now)
+            return True
+
+    def _evict(self, now: float) -> None:
+        while self._expiry:
+            oldest_key, oldest_expiry = next(iter(self._expiry.items()))
+            if oldest_expiry > now and len(self._expiry) <= MAX_KEYS:
+                break
+            del self._expiry[oldest_key]
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def close(self) -> None:
+        pass
