@@ -86,19 +86,19 @@ def session_from_samples(
     description: str,
 ) -> Session:
     """Make a pyinstrument session from ``(stack, seconds)`` samples."""
-    records = [[list(stack), seconds] for stack, seconds in samples]
+    records: list[tuple[list[str], float]] = [(list(stack), seconds) for stack, seconds in samples]
     # pyinstrument trims the "stem" of the tree down to the frame where profiling
     # started; for samples that is the deepest frame all of them share.
     common: list[str] = list(records[0][0]) if records else []
     for stack, _ in records[1:]:
         n = 0
-        for a, b in zip(common, stack):
+        for a, b in zip(common, stack, strict=False):
             if a != b:
                 break
             n += 1
         del common[n:]
     start_stack = [DUMMY_ROOT_FRAME_IDENTIFIER] + [frame_info_get_identifier(i) for i in common]
-    return Session.from_json(
+    session: Session = Session.from_json(
         {
             "frame_records": records,
             "start_time": start_time,
@@ -113,6 +113,7 @@ def session_from_samples(
             "sys_prefixes": Session.current_sys_prefixes(),
         }
     )
+    return session
 
 
 def combine(first: Session, second: Session) -> Session:

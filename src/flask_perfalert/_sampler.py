@@ -88,6 +88,8 @@ class Sampler:
         # a timer still running then would kill the process.
         atexit.register(self.stop_timer)
 
+    timer_running: bool
+
     def stop_timer(self) -> None:
         self.active.clear()
         if self.timer_running:
@@ -301,4 +303,3 @@ class Sampler:
 
 
 SAMPLER = Sampler()
-

@@ -46,9 +46,7 @@ class PerfAlert:
     ) -> None:
         self._options = options
         self._clock = clock
-        self._monitors: weakref.WeakKeyDictionary[Flask, AppMonitor] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._monitors: weakref.WeakKeyDictionary[Flask, AppMonitor] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         if app is not None:
             self.init_app(app)
@@ -82,7 +80,7 @@ class PerfAlert:
         if timer is not None:
             timer.monitor = monitor
             if not monitor.settings.enabled:
-                app.wsgi_app = timer.wsgi_app  # type: ignore[method-assign]
+                app.wsgi_app = timer.wsgi_app  # type: ignore[method-assign,assignment]
             return
         if monitor.settings.enabled:
             app.wsgi_app = RequestTimer(wsgi_app, monitor)  # type: ignore[method-assign]
@@ -177,7 +175,9 @@ class PerfAlert:
     @overload
     def watch(self, *, threshold: float | None = None) -> Callable[[F], F]: ...
 
-    def watch(self, func: F | None = None, /, *, threshold: float | None = None) -> Any:
+    def watch(  # type: ignore[misc]
+        self, func: F | None = None, /, *, threshold: float | None = None
+    ) -> Any:
         """Monitor a function: an alert with its profile when a call is slow.
 
         Use bare (``@perf.watch``) or with a threshold in seconds
@@ -242,7 +242,12 @@ class PerfAlert:
             environ = request.environ if has_request_context() else None
             if environ is not None and ENVIRON_ENTRY not in environ:
                 environ = None  # the request itself is not monitored (excluded)
-            entry = (time.perf_counter(), threading.get_ident(), monitor, WatchCall(name, limit, code))
+            entry = (
+                time.perf_counter(),
+                threading.get_ident(),
+                monitor,
+                WatchCall(name, limit, code),
+            )
             token = monitor.policy.begin(entry)
             return monitor, entry, token, environ
         except Exception:

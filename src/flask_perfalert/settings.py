@@ -115,9 +115,7 @@ class PerfAlertSettings(BaseSettings):
     )
 
     # -- file alerts --------------------------------------------------------
-    file_enabled: bool = Field(
-        True, description="Write an HTML report for each new slow event."
-    )
+    file_enabled: bool = Field(True, description="Write an HTML report for each new slow event.")
     file_dir: Path = Field(
         default_factory=_default_file_dir,
         description="Folder for HTML reports (created, mode 0700, if missing). Default: "
@@ -141,7 +139,7 @@ class PerfAlertSettings(BaseSettings):
     )
     mattermost_url: str | None = Field(
         None,
-        description='The Mattermost server as copied from the browser, e.g. '
+        description="The Mattermost server as copied from the browser, e.g. "
         '``"https://chat.example.com"`` or ``"http://127.0.0.1:8065/mattermost"``.',
     )
     mattermost_token: SecretStr | None = Field(
@@ -318,7 +316,9 @@ def load_settings(
 def _build(init: dict[str, Any], environ: Mapping[str, str]) -> PerfAlertSettings:
     # The environment is passed explicitly (not read from os.environ) so that
     # tests and load_settings(environ=...) see exactly what they pass.
-    values = {name: environ[key] for key, name in PerfAlertSettings.keys().items() if key in environ}
+    values = {
+        name: environ[key] for key, name in PerfAlertSettings.keys().items() if key in environ
+    }
     values.update(init)
     return PerfAlertSettings.model_validate(values)
 
