@@ -14,13 +14,14 @@ import re
 import socket
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, Request
 
 from ._measurement import Measurement
+from ._middleware import ENVIRON_PROFILER
 from ._profiling import ProfilingPolicy
 from ._redaction import Redactor
 from ._request_info import request_headers, request_params, request_url
@@ -39,7 +40,6 @@ logger = logging.getLogger("flask_perfalert")
 ENVIRON_DEFERRED = "perfalert.deferred"
 ENVIRON_THREADS = "perfalert.threads"
 ENVIRON_SESSIONS = "perfalert.sessions"
-ENVIRON_ENTRY = "perfalert.entry"
 #: Flask clears environ["werkzeug.request"] when the request context ends; the
 #: request is kept here until the measurement is finished (see extension.py).
 ENVIRON_REQUEST = "perfalert.request"
@@ -78,9 +78,11 @@ class AppMonitor:
             item for item in settings.exclude if not item.startswith("/")
         )
         globs = [item for item in settings.exclude if item.startswith("/")]
-        self._path_excluded: Callable[[str], Any] | None = (
+        #: Matches an excluded URL path, or None when no path is excluded.
+        self.path_glob: Callable[[str], Any] | None = (
             re.compile("|".join(fnmatch.translate(g) for g in globs)).match if globs else None
         )
+        self.pyinstrument = self.policy.mode == "pyinstrument"
         self.host = socket.gethostname()
         self.store = self._open_store()
         self.file_alerts = FileAlerts(self) if settings.file_enabled else None
@@ -113,32 +115,35 @@ class AppMonitor:
             perf_slow_request.disconnect(receiver, sender=app)
 
     # -- thresholds and exclusion -------------------------------------------------
-    def path_excluded(self, path: str) -> bool:
-        return self._path_excluded is not None and self._path_excluded(path) is not None
-
     def threshold_for(self, endpoint: str | None) -> float:
         if endpoint is None:
             return self.threshold
         return self.endpoint_thresholds.get(endpoint, self.threshold)
 
     # -- the sampler's call-back -----------------------------------------------------
-    def arm(self, entry: tuple[Any, ...]) -> Measurement:
+    def arm(self, entry: Sequence[Any]) -> Measurement:
         """Make the measurement of an entry that reached the earliest arm point.
 
-        Called by the sampler (possibly inside its signal handler): no locks, no I/O.
+        Called by the sampler, possibly inside its signal handler: no locks, no I/O.
+        A request that is still running here keeps its request object for the
+        event (Flask forgets it when the request context ends).
         """
-        start, thread_id, _, payload = entry
+        start, thread_id, _, payload = entry[:4]
         after = self.settings.sample_after
+        sample = self.policy.samples
         if isinstance(payload, WatchCall):
-            return Measurement(start, thread_id, start + after * payload.threshold, payload.code)
-        request = payload.get(ENVIRON_REQUEST)
+            arm_at = start + after * payload.threshold
+            return Measurement(start, thread_id, arm_at, payload.code, skip=not sample)
+        request = payload.get("werkzeug.request")
+        if request is not None:
+            payload[ENVIRON_REQUEST] = request
         rule = getattr(request, "url_rule", None)
         endpoint = rule.endpoint if rule is not None else None
         m = Measurement(
             start,
             thread_id,
             start + after * self.threshold_for(endpoint),
-            skip=endpoint in self.excluded_endpoints,
+            skip=not sample or endpoint in self.excluded_endpoints,
         )
         m.linked_threads = payload.setdefault(ENVIRON_THREADS, [])
         return m
@@ -146,32 +151,27 @@ class AppMonitor:
     # -- the end of a request ------------------------------------------------------------
     def finish_request(
         self,
-        entry: tuple[Any, ...],
-        token: Any,
-        status: str | None,
+        entry: Sequence[Any],
+        measurement: Measurement | None,
+        status: int | None,
         end: float,
     ) -> None:
-        """The response is sent: count it, and if it was slow, make and send its event."""
-        collected = self.policy.end(token)
-        start, _, _, environ = entry
-        duration = end - start
-        stats = self.stats
-        stats.requests += 1
-        stats.monitored_seconds += duration
-        if duration < self.min_threshold:
-            environ.pop(ENVIRON_REQUEST, None)
-            return
+        """A response that took at least the lowest threshold was sent."""
+        start, _, _, environ = entry[:4]
+        collected: Any = measurement
+        if self.pyinstrument:
+            collected = self.policy.end(environ.pop(ENVIRON_PROFILER, None))
         request = environ.pop(ENVIRON_REQUEST, None)
+        app = self.app
+        if app is None:
+            return
+        if request is None:
+            request = _request_from_environ(app, environ)
         rule = getattr(request, "url_rule", None)
         endpoint = rule.endpoint if rule is not None else None
-        if endpoint in self.excluded_endpoints:
-            return
+        duration = end - start
         threshold = self.threshold_for(endpoint)
-        if duration >= threshold:
-            app = self.app
-            if app is None or request is None:
-                return
-            status_code = int(status.split(" ", 1)[0]) if status else 500
+        if endpoint not in self.excluded_endpoints and duration >= threshold:
             method = request.method
             result = self.policy.result(
                 collected, start, end, f"{method} {request.path}", environ.get(ENVIRON_SESSIONS)
@@ -183,7 +183,7 @@ class AppMonitor:
                 method=method,
                 params=request_params(request, self.redactor),
                 headers=request_headers(request, self.redactor),
-                status_code=status_code,
+                status_code=status,
                 duration=duration,
                 threshold=threshold,
                 timestamp=_started_at(start),
@@ -194,10 +194,8 @@ class AppMonitor:
                 pid=os.getpid(),
             )
             self.emit(app, event)
-        for deferred in environ.get(ENVIRON_DEFERRED, ()):
-            app = self.app
-            if app is not None:
-                self.emit(app, deferred)
+        for deferred in environ.pop(ENVIRON_DEFERRED, ()):
+            self.emit(app, deferred)
 
     # -- watched functions ----------------------------------------------------------------
     def finish_function(
@@ -262,6 +260,21 @@ class AppMonitor:
         except Exception:
             logger.exception("The alert store failed; alerting anyway")
             return True
+
+
+def _request_from_environ(app: Flask, environ: dict[str, Any]) -> Request:
+    """A request rebuilt from the environ, for a slow request never seen while running.
+
+    Shallow: the body is not read again. The endpoint is matched afresh.
+    """
+    request = app.request_class(environ, populate_request=False, shallow=True)
+    try:
+        adapter = app.url_map.bind_to_environ(environ, server_name=app.config["SERVER_NAME"])
+        rule, args = adapter.match(return_rule=True)
+        request.url_rule, request.view_args = rule, dict(args)
+    except Exception:
+        pass  # unmatched (404, 405): no endpoint
+    return request
 
 
 def _started_at(start: float) -> datetime:

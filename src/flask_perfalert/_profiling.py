@@ -48,28 +48,25 @@ class ProfilingPolicy:
         self.sample_after = settings.sample_after
         self.interval = settings.sample_interval
         self.green = green_threads_in_use()
+        #: Whether the sampler takes stacks (it also arms requests in every mode).
+        self.samples = self.mode == "sampling" and not self.green
         if self.mode == "sampling":
-            if self.green:
+            if self.green:  # pragma: no cover - needs gevent/eventlet patching
                 logger.warning(
                     "%s is patching threads: stack sampling cannot tell its greenlets "
                     "apart, so alerts will carry no profile. Use PERFALERT_PROFILER="
                     '"pyinstrument" or a sync/gthread worker for profiles.',
                     self.green,
                 )
-            else:
-                SAMPLER.configure(settings.sample_interval, settings.max_overhead)
-                SAMPLER.install_signal_handler()
+        SAMPLER.configure(settings.sample_interval, settings.max_overhead)
+        SAMPLER.install_signal_handler()
 
     def begin(self, entry: tuple[Any, ...]) -> Any:
-        """Start collecting for ``entry`` (see ``_sampler``); returns a token for ``end``."""
-        if self.mode == "sampling":
-            if self.green:
-                return None
-            SAMPLER.register(entry)
-            return entry
+        """Start collecting for a watched call's ``entry``; returns a token for ``end``."""
         if self.mode == "pyinstrument":
             return self.start_pyinstrument(entry)
-        return None
+        SAMPLER.register(entry)
+        return entry
 
     def start_pyinstrument(self, entry: tuple[Any, ...]) -> Any:
         # async_mode="disabled" lets a watched function nested in a profiled request

@@ -9,7 +9,7 @@ from typing import Any
 from ._sampler import SAMPLER
 
 
-@dataclass
+@dataclass(slots=True)
 class Stats:
     requests: int = 0
     functions: int = 0

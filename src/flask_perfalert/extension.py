@@ -13,8 +13,8 @@ from typing import Any, TypeVar, overload
 
 from flask import Flask, current_app, has_app_context, has_request_context, request
 
-from ._middleware import ENVIRON_ENTRY, RequestTimer
-from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
+from ._middleware import ENVIRON_EXCLUDED, install_timer, timer_state
+from ._monitor import ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
 from .settings import PerfAlertSettings, load_settings
 
 logger = logging.getLogger("flask_perfalert")
@@ -68,38 +68,22 @@ class PerfAlert:
         app.extensions[EXTENSION_KEY] = self
         monitor.connect(app)
         self._install_timer(app, monitor)
-        self._install_request_capture(app)
         self._install_async_link(app)
         self._register_cli(app)
         _check_pyinstrument_once()
         logger.debug("Flask-PerfAlert set up for %s: %s", app.name, loaded.settings.masked())
 
     def _install_timer(self, app: Flask, monitor: AppMonitor) -> None:
-        wsgi_app = app.wsgi_app
-        timer = _find_timer(wsgi_app)
-        if timer is not None:
-            timer.monitor = monitor
+        state = timer_state(app.wsgi_app)
+        if state is not None:
+            state.use(monitor)
             if not monitor.settings.enabled:
-                app.wsgi_app = timer.wsgi_app  # type: ignore[method-assign,assignment]
+                app.wsgi_app = state.wrapped  # type: ignore[method-assign,assignment]
             return
         if monitor.settings.enabled:
-            app.wsgi_app = RequestTimer(wsgi_app, monitor)  # type: ignore[method-assign]
-
-    def _install_request_capture(self, app: Flask) -> None:
-        # Flask sets environ["werkzeug.request"] to None when the request context
-        # ends, before the response is sent; the timer needs the request after that.
-        if getattr(app.request_context, "_perfalert", False):
-            return
-        original = app.request_context
-
-        def request_context(environ: dict[str, Any]) -> Any:
-            ctx = original(environ)
-            if ENVIRON_ENTRY in environ:
-                environ[ENVIRON_REQUEST] = ctx.request
-            return ctx
-
-        request_context._perfalert = True  # type: ignore[attr-defined]
-        app.request_context = request_context  # type: ignore[method-assign]
+            app.wsgi_app = install_timer(  # type: ignore[method-assign,assignment]
+                app.wsgi_app, monitor
+            )
 
     def _install_async_link(self, app: Flask) -> None:
         # Flask runs an async view through app.async_to_sync on another thread
@@ -113,7 +97,7 @@ class PerfAlert:
                 return original(func)
             environ = request.environ
             monitor = self._monitors.get(current_app._get_current_object())  # type: ignore[attr-defined]
-            if monitor is None or ENVIRON_ENTRY not in environ:
+            if monitor is None or ENVIRON_EXCLUDED in environ:
                 return original(func)
 
             @functools.wraps(func)
@@ -123,7 +107,8 @@ class PerfAlert:
                 threads.append(thread_id)
                 token = None
                 if monitor.policy.mode == "pyinstrument":
-                    token = monitor.policy.start_pyinstrument(environ[ENVIRON_ENTRY])
+                    entry = (time.perf_counter(), thread_id, monitor, environ)
+                    token = monitor.policy.start_pyinstrument(entry)
                 try:
                     return await func(*args, **kwargs)
                 finally:
@@ -240,7 +225,7 @@ class PerfAlert:
                 return None
             limit = threshold or monitor.endpoint_thresholds.get(name, monitor.threshold)
             environ = request.environ if has_request_context() else None
-            if environ is not None and ENVIRON_ENTRY not in environ:
+            if environ is not None and ENVIRON_EXCLUDED in environ:
                 environ = None  # the request itself is not monitored (excluded)
             entry = (
                 time.perf_counter(),
@@ -266,10 +251,6 @@ class PerfAlert:
             monitor.finish_function(entry, token, end, environ)
         except Exception:
             logger.exception("Flask-PerfAlert failed after a watched call")
-
-
-def _find_timer(wsgi_app: Any) -> RequestTimer | None:
-    return wsgi_app if isinstance(wsgi_app, RequestTimer) else None
 
 
 _checked = False
