@@ -23,7 +23,12 @@ from flask import Flask
 from ._measurement import Measurement
 from ._profiling import ProfilingPolicy
 from ._redaction import Redactor
-from ._request_info import request_headers, request_params, request_url
+from ._request_info import (
+    profile_description,
+    request_headers,
+    request_params,
+    request_url,
+)
 from ._stats import Stats
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
@@ -174,7 +179,11 @@ class AppMonitor:
             status_code = int(status.split(" ", 1)[0]) if status else 500
             method = request.method
             result = self.policy.result(
-                collected, start, end, f"{method} {request.path}", environ.get(ENVIRON_SESSIONS)
+                collected,
+                start,
+                end,
+                profile_description(request, self.redactor),
+                environ.get(ENVIRON_SESSIONS),
             )
             event = SlowRequestEvent(
                 kind="request",
