@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,7 +69,7 @@ class PerfAlertSettings(BaseSettings):
         gt=0,
         description="A request or watched function slower than this many seconds is slow.",
     )
-    endpoint_thresholds: dict[str, float] = Field(
+    endpoint_thresholds: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict,
         description="Per-endpoint thresholds in seconds, by Flask endpoint name (for a "
         "watched function, its module-qualified name). Overrides the global threshold.",
@@ -191,7 +191,7 @@ class PerfAlertSettings(BaseSettings):
     @classmethod
     def _parse_mapping(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
+            return _json(value) if value.strip() else {}
         return value
 
     @field_validator("exclude", "redact_keys", mode="before")
@@ -200,7 +200,7 @@ class PerfAlertSettings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                return _json(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         if isinstance(value, tuple | set | frozenset):
             return list(value)
@@ -224,6 +224,13 @@ class PerfAlertSettings(BaseSettings):
         return out
 
 
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:  # not a ValueError: pydantic would not turn it into an error
+        raise ValueError("JSON nested too deeply") from None
+
+
 @dataclass(frozen=True)
 class LoadedSettings:
     """The validated settings and where each value came from."""
@@ -235,7 +242,10 @@ class LoadedSettings:
 def _describe(value: Any, secret: bool) -> str:
     if secret:
         return MASK
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # a huge int (beyond int->str limits), an object whose repr fails
+        return f"<unprintable {type(value).__name__}>"
     return text if len(text) <= 200 else text[:200] + "..."
 
 
