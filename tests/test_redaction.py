@@ -153,6 +153,18 @@ def test_redact_keys_from_the_environment(
     assert only(events).params == {"iban": FILTERED, "Member-No": FILTERED, "q": "x"}
 
 
+def test_a_star_in_redact_keys_hides_every_value(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    setup_views(app)
+    PerfAlert(app, redact_keys="*", **SLOW)
+    app.test_client().get("/?q=shoes&page=2", headers={"User-Agent": "agent", "X-Id": "7"})
+    event = only(events)
+    assert event.params == {"q": FILTERED, "page": FILTERED}
+    assert set(event.headers.values()) == {FILTERED}
+    assert "shoes" not in everything(event) and "agent" not in everything(event)
+
+
 # -- values: nesting and limits ---------------------------------------------------------------
 
 
@@ -184,7 +196,8 @@ def test_deep_and_wide_values_stay_bounded() -> None:
     deep: Any = "bottom"
     for _ in range(500):
         deep = {"level": deep}
-    wide = {f"k{i}": [list(range(300)) for _ in range(300)] for i in range(300)}
+    row = list(range(300))
+    wide = {f"k{i}": [row] * 300 for i in range(300)}  # 27 million leaves
     out = Redactor().mapping([("deep", deep), ("wide", wide)])
     text = json.dumps(out)
     assert "bottom" not in text

@@ -90,11 +90,16 @@ class Redactor:
     """Applies the deny-list (built-in plus ``PERFALERT_REDACT_KEYS``) to request data."""
 
     def __init__(self, extra_keys: Iterable[str] = ()) -> None:
+        extra = [normalise_key(k).strip("_") for k in extra_keys]
+        #: ``"*"`` in ``PERFALERT_REDACT_KEYS``: every parameter and header value is hidden.
+        self.everything = "*" in extra
         words = {normalise_key(w) for w in DEFAULT_DENYLIST}
-        words.update(normalise_key(k).strip("_") for k in extra_keys if normalise_key(k).strip("_"))
+        words.update(word for word in extra if word and word != "*")
         self.words = tuple(sorted(words))
 
     def is_secret(self, key: object) -> bool:
+        if self.everything:
+            return True
         name = normalise_key(str(key))
         return any(word in name for word in self.words)
 

@@ -184,7 +184,7 @@ class PerfAlertSettings(BaseSettings):
         default_factory=list,
         description="More parameter and header names whose values are replaced with "
         '``"[Filtered]"``, matched case-insensitively as substrings, in addition to the '
-        "built-in list.",
+        'built-in list (see :doc:`/security`). ``"*"`` hides every value.',
     )
 
     @field_validator("endpoint_thresholds", mode="before")
