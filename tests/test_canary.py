@@ -7,9 +7,11 @@ leaves is searched: report files and anything else under the report folder
 (the spool lives there by default), captured logs at DEBUG, and the events the
 signal delivered. No canary may appear; the ordinary values must.
 
-More artefacts plug in as sources: a source is a function returning
-``(where, text)`` pairs, e.g. the bodies a Mattermost stand-in received. Add
-one to ``artefact_sources`` (see ``ARTEFACT_SOURCES`` below).
+Other alert channels plug in through the ``canary_extras`` fixture: the
+PerfAlert options they need (a Mattermost stand-in's URL, token, channel, a
+spool folder) and more artefact sources. A source is a function returning
+``(where, text)`` pairs, called after the requests ran and the delivery
+worker is idle, e.g. the bodies a Mattermost stand-in received.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +91,24 @@ def leaks(artefacts: list[Artefact], secrets: Iterable[str]) -> list[tuple[str, 
     return [(secret, where) for secret in secrets for where, text in artefacts if secret in text]
 
 
-#: Extra sources for every canary run, called with the test's ``tmp_path``. The
-#: Mattermost part adds the stand-in server's received bodies here.
-ARTEFACT_SOURCES: list[Callable[[Path], ArtefactSource]] = []
+@dataclass
+class CanaryExtras:
+    """What other alert channels add to a canary run."""
+
+    #: More keyword options for ``PerfAlert`` (e.g. ``mattermost_url=...``).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: More places to search (e.g. ``files_under(spool_dir)``, received bodies).
+    sources: list[ArtefactSource] = field(default_factory=list)
+
+
+@pytest.fixture
+def canary_extras() -> CanaryExtras:
+    """Override (or extend) this fixture to put another channel under the canary.
+
+    The report folder is searched already, and with it the spool in its
+    default place (``spool`` inside ``PERFALERT_FILE_DIR``).
+    """
+    return CanaryExtras()
 
 
 class Canaries:
@@ -239,11 +257,6 @@ VISIBLE = [
 ]
 
 
-@pytest.fixture
-def artefact_sources(tmp_path: Path) -> list[ArtefactSource]:
-    return [make(tmp_path) for make in ARTEFACT_SOURCES]
-
-
 @pytest.mark.parametrize("profiler", ["sampling", "pyinstrument"])
 def test_no_canary_appears_in_any_artefact(
     app: Flask,
@@ -251,7 +264,7 @@ def test_no_canary_appears_in_any_artefact(
     events: list[SlowRequestEvent],
     wait_delivery: Any,
     caplog: pytest.LogCaptureFixture,
-    artefact_sources: list[ArtefactSource],
+    canary_extras: CanaryExtras,
     profiler: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -265,6 +278,7 @@ def test_no_canary_appears_in_any_artefact(
         sample_after=0,
         sample_interval=0.001,
         alert_window_days=1e-9,  # with the ticking clock, every request alerts
+        **canary_extras.options,
     )
     plant_and_request(app, canary)
     wait_delivery()
@@ -278,7 +292,7 @@ def test_no_canary_appears_in_any_artefact(
         files_under(report_dir),
         log_records(caplog),
         event_texts(events),
-        *artefact_sources,
+        *canary_extras.sources,
     ]
     artefacts = collect_artefacts(sources)
     assert len(canary.by_place) >= 25

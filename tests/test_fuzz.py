@@ -33,6 +33,8 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+#: For the tests that build an app or write a file per example.
+FUZZ_HEAVY = settings(FUZZ, max_examples=100)
 
 KEYS = PerfAlertSettings.keys()  # "PERFALERT_X" -> "x"
 #: Keys whose random values could reach the network once their feature exists
@@ -168,6 +170,7 @@ def test_load_settings_never_raises_and_names_each_rejected_key(records: Records
     @example(({}, {}, {"PERFALERT_ENDPOINT_THRESHOLDS": '{"a": 0}'}))
     @example(({}, {"threshold_seconds": 10**5000}, {}))
     @example(({"PERFALERT_FILE_MAX_FILES": Unprintable()}, {}, {}))
+    @example(({"PERFALERT_FILE_MAX_FILES": 10**5000}, {}, {}))
     def check(sources: tuple[dict[Any, Any], dict[str, Any], dict[str, str]]) -> None:
         config, options, environ = sources
         records.records.clear()
@@ -490,7 +493,7 @@ def test_random_app_config_never_breaks_the_app(
         str(tmp_path / ("é" * 300)),
     ]
 
-    @FUZZ
+    @FUZZ_HEAVY
     @given(setting_sources(), st.sampled_from(folders), st.sampled_from(folders))
     def check(
         sources: tuple[dict[Any, Any], dict[str, Any], dict[str, str]], one: Any, other: Any
@@ -527,3 +530,49 @@ def _get(target: str) -> dict[str, Any]:
         "headers": [],
         "length": "none",
     }
+
+
+def test_any_endpoint_name_gives_a_safe_report_name(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from flask_perfalert.alerts.file import _OWN_NAME
+
+    folder = tmp_path / "reports"
+    app = make_app("names", folder)
+    alerts = PerfAlert(app, profiler="none")._monitor(app).file_alerts
+    assert alerts is not None
+    written: set[str] = set()
+
+    @FUZZ_HEAVY
+    @given(
+        st.one_of(
+            st.none(),
+            st.text(max_size=300),
+            st.sampled_from(["..", "../../etc/passwd", "a/b", "<x>", "\x00", "ä.视图", "/"]),
+        )
+    )
+    def check(endpoint: str | None) -> None:
+        event = SlowRequestEvent(
+            kind="request",
+            endpoint=endpoint,
+            url="http://localhost/",
+            method="GET",
+            params={},
+            headers={},
+            status_code=200,
+            duration=2.0,
+            threshold=1.0,
+            timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            duplicate=False,
+            profile=None,
+            profile_note="",
+            host="host",
+            pid=1,
+        )
+        path = alerts.write(event)
+        assert path is not None and path.parent == folder.resolve()
+        assert _OWN_NAME.match(path.name) and path.name not in written
+        written.add(path.name)
+
+    check()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(written)

@@ -124,6 +124,7 @@ class PerfAlertSettings(BaseSettings):
     file_max_files: int = Field(
         1000,
         ge=1,
+        le=1_000_000_000,
         description="Keep at most this many reports in ``FILE_DIR``; the oldest of the "
         "extension's own reports are removed first.",
     )
