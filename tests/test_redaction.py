@@ -451,3 +451,12 @@ def test_a_failure_reading_the_request_is_logged_without_its_data(
     assert event.params == {"[error]": "[parameters not available: ValueError]"}
     assert "pw-leak" not in caplog.text and "visible" not in caplog.text
     assert "ValueError" in caplog.text
+
+
+def test_an_untrusted_host_is_not_an_error(
+    slow_app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    slow_app.config["TRUSTED_HOSTS"] = ["good.example"]
+    response = slow_app.test_client().get("/?q=1", headers={"Host": "evil.example"})
+    assert response.status_code == 400
+    assert only(events).url == "http://[untrusted host]/?q=1"

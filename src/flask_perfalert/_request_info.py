@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
 from flask import Request
+from werkzeug.exceptions import SecurityError
 
 from ._redaction import FILTERED, MAX_BODY_BYTES, MAX_ITEMS, Redactor, text
 
@@ -97,8 +98,7 @@ def request_path(request: Request, redactor: Redactor) -> str:
 @_guarded("URL", lambda error: f"[URL not available: {error}]")
 def request_url(request: Request, redactor: Redactor) -> str:
     """The URL with secret query and path values filtered; ASCII, percent-encoded."""
-    host = quote(request.host, safe=":[]", errors="replace")
-    base = f"{request.scheme}://{host}{request_path(request, redactor)}"
+    base = f"{request.scheme}://{_host(request)}{request_path(request, redactor)}"
     if not request.args:
         return _cut(base)
     redacted = redactor.mapping(itertools.islice(request.args.items(multi=True), MAX_ITEMS + 1))
@@ -107,6 +107,14 @@ def request_url(request: Request, redactor: Redactor) -> str:
         for item in value if isinstance(value, list) else [value]:
             pairs.append((key, item if isinstance(item, str) else json.dumps(item)))
     return _cut(f"{base}?{urlencode(pairs, errors='replace')}")
+
+
+def _host(request: Request) -> str:
+    try:
+        host = request.host
+    except SecurityError:  # not in the app's TRUSTED_HOSTS; Flask answered 400
+        return "[untrusted host]"
+    return quote(host, safe=":[]", errors="replace")
 
 
 @_guarded("parameters", lambda error: {"[error]": f"[parameters not available: {error}]"})
