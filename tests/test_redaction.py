@@ -453,9 +453,7 @@ def test_a_failure_reading_the_request_is_logged_without_its_data(
     assert "ValueError" in caplog.text
 
 
-def test_an_untrusted_host_is_not_an_error(
-    slow_app: Flask, events: list[SlowRequestEvent]
-) -> None:
+def test_an_untrusted_host_is_not_an_error(slow_app: Flask, events: list[SlowRequestEvent]) -> None:
     slow_app.config["TRUSTED_HOSTS"] = ["good.example"]
     response = slow_app.test_client().get("/?q=1", headers={"Host": "evil.example"})
     assert response.status_code == 400
