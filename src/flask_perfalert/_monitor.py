@@ -24,7 +24,12 @@ from ._measurement import Measurement
 from ._middleware import ENVIRON_PROFILER
 from ._profiling import ProfilingPolicy
 from ._redaction import Redactor
-from ._request_info import request_headers, request_params, request_url
+from ._request_info import (
+    profile_description,
+    request_headers,
+    request_params,
+    request_url,
+)
 from ._stats import Stats
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
@@ -174,7 +179,11 @@ class AppMonitor:
         if endpoint not in self.excluded_endpoints and duration >= threshold:
             method = request.method
             result = self.policy.result(
-                collected, start, end, f"{method} {request.path}", environ.get(ENVIRON_SESSIONS)
+                collected,
+                start,
+                end,
+                profile_description(request, self.redactor),
+                environ.get(ENVIRON_SESSIONS),
             )
             event = SlowRequestEvent(
                 kind="request",
