@@ -165,6 +165,4 @@ class FallbackStore:
         with self._lock:
             self.degraded = False
             self._delay = RETRY_MIN
-        logger.info(
-            "The alert store %s answers again; de-duplication is shared again.", self.description
-        )
+        logger.info("The alert store %s is back; de-duplication is shared again.", self.description)
