@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import FakeClock, make_perf
 from flask import Flask
+from servers import free_port
 
 from flask_perfalert import SlowRequestEvent, perf_slow_request
 from flask_perfalert.storage import FallbackStore, MemoryStore, open_store
@@ -315,3 +316,18 @@ def test_sqlite_store_reopens_after_close(tmp_path: Path, clock: FakeClock) -> N
     store.close()
     assert not store.claim("k", WINDOW)
     assert len(store) == 1
+
+
+def test_a_password_in_the_uri_is_never_shown(
+    app: Flask, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="flask_perfalert")
+    port = free_port()  # nobody listens: the warning names the address, not the password
+    perf = make_perf(app, clock=clock, storage_uri=f"redis://:hunter2@127.0.0.1:{port}/0")
+    shown = perf.effective_settings(app)["PERFALERT_STORAGE_URI"]
+    assert shown == f"redis://:**********@127.0.0.1:{port}/0"
+    result = app.test_cli_runner().invoke(args=["perfalert", "config"])
+    assert result.exit_code == 0 and f"127.0.0.1:{port}" in result.output
+    assert "hunter2" not in result.output
+    assert f"redis://127.0.0.1:{port}/0 is not available" in caplog.text
+    assert "hunter2" not in caplog.text

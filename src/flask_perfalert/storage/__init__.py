@@ -18,6 +18,7 @@ not answer, the window is kept in memory meanwhile, and ``claim`` never raises.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -25,11 +26,21 @@ from typing import Protocol
 from .fallback import FallbackStore
 from .memory import MemoryStore
 
-__all__ = ["AlertStore", "FallbackStore", "MemoryStore", "open_store"]
+__all__ = ["AlertStore", "FallbackStore", "MemoryStore", "masked_uri", "open_store"]
 
 Clock = Callable[[], float]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
+
+_MASK = "**********"
+_PASSWORD = re.compile(r"(?<=://)([^/@?#]*?):([^/@?#]*)@")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&][^=&#]*pass[^=&#]*=)[^&#]*")
+
+
+def masked_uri(uri: str) -> str:
+    """``uri`` with the password (``redis://:secret@host``, ``?password=``) masked."""
+    uri = _PASSWORD.sub(lambda m: f"{m.group(1)}:{_MASK}@", uri)
+    return _QUERY_PASSWORD.sub(lambda m: m.group(1) + _MASK, uri)
 
 
 class AlertStore(Protocol):

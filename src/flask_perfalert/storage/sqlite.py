@@ -27,7 +27,7 @@ from ._fork import renew_locks_after_fork
 #: Seconds a claim waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 0.25
 #: Seconds the first set-up of the file (WAL mode, table) may wait for a lock.
-PREPARE_TIMEOUT = 5.0
+PREPARE_TIMEOUT = 2.0
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS perfalert_claims ("
