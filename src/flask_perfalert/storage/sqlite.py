@@ -1,11 +1,12 @@
 """The one-host store: an SQLite file shared by every worker process of a host.
 
-The claim is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expires <= now``
-inside a ``BEGIN IMMEDIATE`` transaction: the write lock is taken before the
-row is read, so of several processes racing on one key exactly one inserts or
-renews it (one changed row) and every other sees no change. Rows carry their
-expiry; expired rows are deleted in the same transaction, so the file stays as
-small as the number of keys alive in the window.
+The claim is one statement, ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
+expires <= now``, run as its own transaction: SQLite takes the write lock
+before the statement reads the row, so of several processes racing on one key
+exactly one inserts or renews it (one changed row) and every other sees no
+change. The write lock is held only while that one statement runs. Rows carry
+their expiry; expired rows are deleted at most once per ``PURGE_INTERVAL``
+per process, so the file holds only the keys of the current window.
 
 The file is opened lazily, once per process (a connection never crosses a
 ``fork``, e.g. gunicorn ``--preload``), in WAL mode with a short busy timeout:
@@ -28,6 +29,8 @@ from ._fork import renew_locks_after_fork
 BUSY_TIMEOUT = 0.25
 #: Seconds the first set-up of the file (WAL mode, table) may wait for a lock.
 PREPARE_TIMEOUT = 2.0
+#: Seconds between two deletions of expired rows by one process.
+PURGE_INTERVAL = 60.0
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS perfalert_claims ("
@@ -96,6 +99,7 @@ class SQLiteStore:
         self._owner = f"{os.getpid()}"
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
+        self._next_purge = 0.0
         self._lock = threading.Lock()
         renew_locks_after_fork(self, "_lock")
 
@@ -111,20 +115,18 @@ class SQLiteStore:
         with self._lock:
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    changed = conn.execute(
-                        _CLAIM, (self.prefix + key, now + window_seconds, self._owner, now)
-                    ).rowcount
-                    conn.execute(_PURGE, (now,))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                changed = conn.execute(
+                    _CLAIM, (self.prefix + key, now + window_seconds, self._owner, now)
+                ).rowcount
             except sqlite3.Error:
                 self._drop()
                 raise
+            if now >= self._next_purge:
+                self._next_purge = now + PURGE_INTERVAL
+                try:
+                    conn.execute(_PURGE, (now,))
+                except sqlite3.Error:
+                    pass  # the claim stands; expired rows go next time
         return changed == 1
 
     def prepare(self) -> None:
