@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .storage import masked_uri
+
 logger = logging.getLogger("flask_perfalert")
 
 PREFIX = "PERFALERT_"
@@ -221,6 +223,8 @@ class PerfAlertSettings(BaseSettings):
                 value = MASK if value.get_secret_value() else ""
             elif isinstance(value, Path):
                 value = str(value)
+            elif name == "storage_uri":
+                value = masked_uri(value)  # redis://:password@host
             out[PREFIX + name.upper()] = value
         return out
 
