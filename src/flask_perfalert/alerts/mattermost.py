@@ -1,0 +1,557 @@
+"""The Mattermost subscriber: each new slow event becomes a post with its report attached.
+
+Off the request path
+    The subscriber only queues a job (never blocks: a full queue drops the
+    alert with a logged reason). Jobs run on Mattermost's own delivery thread,
+    started at the first alert (a gunicorn sync worker that never alerts never
+    gets it) and again in a forked child. It is separate from the file
+    reports' thread so that a hanging Mattermost never holds up or loses file
+    reports. It also serves as the replay timer, so there is no timer thread.
+
+Never lost silently
+    The job renders the report and message and writes them to the spool
+    *before* the first try; a success removes the entry. Every alert ends as
+    delivered, spooled (still in the spool, sent again later), or dropped with
+    a logged reason.
+
+Retries
+    Connection errors, timeouts, 5xx and 429 are retried up to
+    ``MATTERMOST_MAX_RETRIES`` times with exponential back-off and jitter (a
+    429's Retry-After is honoured). If all fail, Mattermost is taken to be
+    down: later alerts go straight to the spool, and the spool is replayed on a
+    growing interval while it is not empty, and after any successful delivery.
+    A 4xx other than 429 is not retried: it is logged as the specific problem;
+    a settings problem (401, 403, 404) keeps the alert spooled for after the
+    fix, a problem of the alert itself (400, 413 on the post) drops it. A
+    report the server refuses (413, 501) is left off and the message still
+    posted.
+
+No duplicate posts
+    Each post carries the event id as ``pending_post_id`` (Mattermost returns
+    the post already made for an id it has seen in the last 30 s) and in its
+    props. Once a post has been sent whose outcome is unknown (a timeout, a
+    5xx), any later try first looks for a post with that id in the channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import _delivery
+from .._delivery import DeliveryWorker
+from .file import report_name
+from .mattermost_client import MattermostClient, MattermostError, ServerAddress, parse_server_url
+from .mattermost_message import format_message, report_note
+from .spool import Spool, SpoolEntry
+
+if TYPE_CHECKING:
+    from .._monitor import AppMonitor
+    from ..events import SlowRequestEvent
+    from ..settings import PerfAlertSettings
+
+logger = logging.getLogger("flask_perfalert")
+
+#: First back-off in seconds; doubled on each retry, with jitter.
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 60.0
+#: A Retry-After longer than this is not waited for on the thread: the alert
+#: is spooled and replayed then.
+MAX_INLINE_WAIT = 120.0
+#: Replay interval while Mattermost is down: the first, and the longest.
+REPLAY_MIN = 30.0
+REPLAY_MAX = 600.0
+#: Look-ups for a post whose outcome is unknown start this long before it was sent
+#: (clocks of the app and of Mattermost may differ).
+CLOCK_SKEW = 300.0
+#: Seconds queued alerts get at interpreter exit before the rest is spooled.
+EXIT_FLUSH_SECONDS = _delivery.EXIT_FLUSH_SECONDS
+#: Time the abandoned jobs of an exiting process may take to be spooled.
+EXIT_SPOOL_SECONDS = 2.0
+#: The post's props key that holds the event id.
+EVENT_PROP = "perfalert_event_id"
+
+_REQUIRED = {
+    "mattermost_url": "PERFALERT_MATTERMOST_URL",
+    "mattermost_token": "PERFALERT_MATTERMOST_TOKEN",
+    "mattermost_channel_id": "PERFALERT_MATTERMOST_CHANNEL_ID",
+}
+
+
+def configuration_problems(settings: PerfAlertSettings) -> list[str]:
+    """What keeps Mattermost alerts from working with ``settings``, in words."""
+    problems = []
+    missing = []
+    for name, key in _REQUIRED.items():
+        value = getattr(settings, name)
+        text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        if not (text or "").strip():
+            missing.append(key)
+    if missing:
+        problems.append(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+    if settings.mattermost_url and settings.mattermost_url.strip():
+        try:
+            parse_server_url(settings.mattermost_url)
+        except ValueError as exc:
+            problems.append(f"PERFALERT_MATTERMOST_URL is not usable: {exc}")
+    return problems
+
+
+class _MattermostWorker(DeliveryWorker):
+    """A delivery worker whose thread also wakes up for scheduled spool replays."""
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._wakeups: weakref.WeakKeyDictionary[MattermostAlerts, float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._wakeups_lock = threading.Lock()
+        self._interrupt = threading.Event()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def schedule(self, alerts: MattermostAlerts, delay: float) -> None:
+        """Replay ``alerts``' spool in ``delay`` seconds (on this worker's thread)."""
+        if self._closing:
+            return  # the spool is read again by the next process
+        due = time.monotonic() + delay
+        with self._wakeups_lock:
+            current = self._wakeups.get(alerts)
+            if current is None or due < current:
+                self._wakeups[alerts] = due
+        if self._thread is None:
+            self._start()
+        elif threading.current_thread() is not self._thread:
+            self.submit(_Nudge())  # wake the thread up to see the new time
+
+    def cancel(self, alerts: MattermostAlerts) -> None:
+        with self._wakeups_lock:
+            self._wakeups.pop(alerts, None)
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait on the worker thread; False if the process started exiting meanwhile."""
+        return not self._interrupt.wait(seconds) and not self._closing
+
+    def cancel_all(self) -> None:
+        with self._wakeups_lock:
+            self._wakeups.clear()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """At exit: stop retrying, give queued alerts a bounded time, spool the rest."""
+        self._interrupt.set()
+        try:
+            super().shutdown(EXIT_FLUSH_SECONDS if timeout is None else timeout)
+        finally:
+            self._interrupt.clear()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="flask-perfalert-mattermost", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=self._next_wakeup())
+            except queue.Empty:  # a replay is due: queue it like any job
+                self._queue_due_replays()
+                continue
+            if job is None:
+                return
+            self.busy = True
+            try:
+                job.run()
+            except Exception:
+                logger.exception("Flask-PerfAlert job failed: %s", job.description)
+            finally:
+                self.busy = False
+                self._queue.task_done()
+
+    def _next_wakeup(self) -> float | None:
+        with self._wakeups_lock:
+            if not self._wakeups:
+                return None
+            return max(0.0, min(self._wakeups.values()) - time.monotonic())
+
+    def _queue_due_replays(self) -> None:
+        now = time.monotonic()
+        with self._wakeups_lock:
+            due = [alerts for alerts, at in self._wakeups.items() if at <= now]
+            for alerts in due:
+                del self._wakeups[alerts]
+        for alerts in due:
+            try:
+                self._queue.put_nowait(_ReplayJob(alerts))
+            except queue.Full:
+                pass  # jobs are waiting: each successful one replays the spool anyway
+
+
+class _ReplayJob:
+    def __init__(self, alerts: MattermostAlerts) -> None:
+        self.alerts = alerts
+        self.description = "Mattermost spool replay"
+
+    def run(self) -> None:
+        if not WORKER.closing:
+            self.alerts.replay()
+
+    def abandon(self, reason: str) -> None:
+        pass  # the spool stays on disk
+
+
+class _Nudge:
+    description = "wake-up"
+
+    def run(self) -> None:
+        pass
+
+    def abandon(self, reason: str) -> None:
+        pass
+
+
+#: The one Mattermost delivery thread of this process (shared by every app).
+WORKER = _MattermostWorker()
+
+
+class MattermostAlerts:
+    """Posts the alerts of one app to one channel; connected to the signal by ``AppMonitor``."""
+
+    def __init__(
+        self,
+        monitor: AppMonitor,
+        address: ServerAddress,
+        token: str,
+        channel_id: str,
+        spool_dir: Path,
+    ) -> None:
+        settings = monitor.settings
+        self.monitor = monitor
+        self.client = MattermostClient(address, token, channel_id, settings.mattermost_timeout)
+        self.max_retries = settings.mattermost_max_retries
+        self.spool = Spool(spool_dir, on_drop=self._dropped_from_spool)
+        self._down_until = 0.0
+        self._replay_delay = REPLAY_MIN
+        self._exit_deadline: float | None = None
+
+    @classmethod
+    def from_settings(cls, monitor: AppMonitor) -> MattermostAlerts | None:
+        """The subscriber, or None after a warning saying what is missing."""
+        settings = monitor.settings
+        problems = configuration_problems(settings)
+        if problems:
+            logger.warning(
+                "PERFALERT_MATTERMOST_ENABLED is on but %s: Mattermost alerts are off "
+                "(the app runs; `flask perfalert check` tests the settings).",
+                "; ".join(problems),
+            )
+            return None
+        assert settings.mattermost_url and settings.mattermost_token
+        assert settings.mattermost_channel_id
+        address, note = parse_server_url(settings.mattermost_url)
+        if note:
+            logger.info(
+                "PERFALERT_MATTERMOST_URL: %s; posting to the server at %s.", note, address.display
+            )
+        spool_dir = settings.spool_dir or Path(settings.file_dir) / "spool"
+        alerts = cls(
+            monitor,
+            address,
+            settings.mattermost_token.get_secret_value(),
+            settings.mattermost_channel_id.strip(),
+            spool_dir,
+        )
+        waiting = len(alerts.spool.names())
+        if waiting:
+            logger.info(
+                "%d Mattermost alert(s) wait in %s; they are sent after the next delivery, "
+                "or by `flask perfalert check`.",
+                waiting,
+                alerts.spool.folder,
+            )
+        return alerts
+
+    # -- the request thread -------------------------------------------------------------
+    def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
+        if event.duplicate:
+            return
+        WORKER.submit(_AlertJob(self, event))
+
+    # -- the delivery thread ------------------------------------------------------------
+    def entry_data(self, event: SlowRequestEvent, *, test: bool = False) -> dict[str, Any]:
+        """What the spool keeps of an alert: the post's text and the report."""
+        return {
+            "version": 1,
+            "event_id": event.id,
+            "created": time.time(),
+            "server": self.client.address.display,
+            "channel_id": self.client.channel_id,
+            "summary": event.summary(),
+            "message": format_message(event, test=test),
+            "report_name": report_name(event),
+            "report_html": event.html,
+            "post_sent_at": None,
+        }
+
+    def deliver_new(self, event: SlowRequestEvent) -> None:
+        """Spool, then send with retries (the job of one new alert)."""
+        data = self.entry_data(event)
+        try:
+            entry = self.spool.add(data)
+        except OSError as exc:
+            logger.warning(
+                "Could not write the Mattermost alert for %s to the spool %s (%s); sending "
+                "it without a copy on disk.",
+                data["summary"],
+                self.spool.folder,
+                exc,
+            )
+            entry = SpoolEntry(None, data, None)
+        # While Mattermost is known to be down, a new alert is one probe (no
+        # retries): it costs at most one timeout, and delivers the moment
+        # Mattermost is back (the spool follows). At exit, one try each too.
+        down = time.monotonic() < self._down_until
+        self._send_with_retries(entry, 0 if down or WORKER.closing else self.max_retries)
+
+    def _send_with_retries(self, entry: SpoolEntry, max_retries: int) -> None:
+        retry = 0
+        while True:
+            try:
+                self._send(entry)
+            except MattermostError as exc:
+                if exc.kind != "transient":
+                    self._refused(entry, exc)
+                    return
+                delay = _backoff(retry, exc.retry_after)
+                if retry >= max_retries or delay > MAX_INLINE_WAIT or WORKER.closing:
+                    self.monitor.stats.add("delivery_failures")
+                    self._unavailable(exc, delay if exc.retry_after else None)
+                    self._keep(entry, f"{exc} (after {retry + 1} tries)")
+                    return
+                retry += 1
+                logger.info(
+                    "Mattermost alert for %s: %s; try %d of %d in %.1f s.",
+                    entry.data["summary"],
+                    exc,
+                    retry + 1,
+                    max_retries + 1,
+                    delay,
+                )
+                if not WORKER.sleep(delay):
+                    self._keep(entry, "the process is exiting")
+                    return
+            else:
+                self._delivered(entry)
+                self.replay()
+                return
+
+    def _send(self, entry: SpoolEntry) -> dict[str, Any]:
+        """One try: find the post if it may exist, else upload the report and post."""
+        data = entry.data
+        client = self.client
+        event_id = str(data["event_id"])
+        sent_at = data.get("post_sent_at")
+        if sent_at:
+            found = client.find_post(EVENT_PROP, event_id, float(sent_at) - CLOCK_SKEW)
+            if found is not None:
+                return found
+        message = str(data["message"])
+        file_ids: list[str] = []
+        html = data.get("report_html")
+        if html is None:
+            entry.report_problem = "it could not be made (see the app's log)"
+        elif entry.file_id is None and entry.report_problem is None:
+            try:
+                entry.file_id = client.upload(str(data["report_name"]), html.encode("utf-8"))
+            except MattermostError as exc:
+                if exc.kind != "entry":
+                    raise
+                logger.warning(
+                    "Mattermost alert for %s: %s; posting it without the report.",
+                    data["summary"],
+                    exc,
+                )
+                entry.report_problem = str(exc)
+        if entry.report_problem is not None:
+            message += report_note(entry.report_problem)
+        if entry.file_id is not None:
+            file_ids = [entry.file_id]
+        if not sent_at:
+            self._note_sent(entry)
+        post = client.create_post(message, file_ids, event_id, {EVENT_PROP: event_id})
+        if file_ids and file_ids[0] not in (post.get("file_ids") or []):
+            logger.warning(
+                "Mattermost posted the alert for %s without its report (the server did not "
+                "attach file %s).",
+                data["summary"],
+                file_ids[0],
+            )
+        return post
+
+    def _note_sent(self, entry: SpoolEntry) -> None:
+        # Written before the post goes out: whoever tries again later (this
+        # process or another) knows to look for the post first.
+        try:
+            self.spool.update(entry, post_sent_at=time.time())
+        except OSError:
+            entry.data["post_sent_at"] = time.time()
+
+    # -- outcomes -----------------------------------------------------------------------
+    def _delivered(self, entry: SpoolEntry, replayed: bool = False) -> None:
+        self.spool.remove(entry)
+        self.monitor.stats.add("delivered")
+        self._down_until = 0.0
+        self._replay_delay = REPLAY_MIN
+        logger.info(
+            "Posted to Mattermost%s: %s",
+            " from the spool" if replayed else "",
+            entry.data["summary"],
+        )
+
+    def _keep(self, entry: SpoolEntry, reason: str) -> None:
+        """The alert stays in the spool, or is dropped if it never got there."""
+        summary = entry.data["summary"]
+        if not entry.on_disk:
+            self.monitor.stats.add("dropped")
+            logger.warning("Mattermost alert for %s dropped: %s.", summary, reason)
+            return
+        self.spool.release(entry)
+        self.monitor.stats.add("spooled")
+        self._schedule_replay()
+        logger.warning(
+            "Mattermost alert for %s kept in the spool %s: %s; it is sent again later.",
+            summary,
+            self.spool.folder,
+            reason,
+        )
+
+    def _refused(self, entry: SpoolEntry, exc: MattermostError) -> None:
+        """A 4xx: nothing to gain by trying again now."""
+        self.monitor.stats.add("delivery_failures")
+        if exc.kind == "config":
+            logger.error("Mattermost alert not delivered: %s.", exc)
+            self._unavailable(exc, REPLAY_MAX)
+            self._keep(entry, str(exc))
+            return
+        self.spool.remove(entry)
+        self.monitor.stats.add("dropped")
+        logger.error("Mattermost alert for %s dropped: %s.", entry.data["summary"], exc)
+
+    def _unavailable(self, exc: MattermostError, delay: float | None) -> None:
+        """Mattermost cannot take alerts now: the next ones go straight to the spool."""
+        self._last_problem = str(exc)
+        wait = delay if delay is not None else self._replay_delay
+        self._down_until = time.monotonic() + wait
+        self._replay_delay = min(REPLAY_MAX, self._replay_delay * 2)
+
+    _last_problem = ""
+
+    def _schedule_replay(self) -> None:
+        delay = max(0.0, self._down_until - time.monotonic()) or self._replay_delay
+        WORKER.schedule(self, delay * random.uniform(1.0, 1.2))
+
+    def _dropped_from_spool(self, data: dict[str, Any], reason: str) -> None:
+        self.monitor.stats.add("dropped")
+        logger.warning("Mattermost alert for %s dropped: %s.", data.get("summary"), reason)
+
+    # -- replay ---------------------------------------------------------------------
+    def _owns(self, data: dict[str, Any]) -> bool:
+        return (
+            data.get("server") == self.client.address.display
+            and data.get("channel_id") == self.client.channel_id
+        )
+
+    def replay(self) -> tuple[int, int]:
+        """Send what waits in the spool, one try each; stop at the first transient failure.
+
+        Returns how many were delivered and how many are left.
+        """
+        delivered = 0
+        for entry in self.spool.claim(self._owns):
+            try:
+                self._send(entry)
+            except MattermostError as exc:
+                if exc.kind == "entry":
+                    self._refused(entry, exc)
+                    continue
+                self.spool.release(entry)
+                self.monitor.stats.add("delivery_failures")
+                self._unavailable(exc, REPLAY_MAX if exc.kind == "config" else exc.retry_after)
+                self._schedule_replay()
+                log = logger.error if exc.kind == "config" else logger.warning
+                log(
+                    "Mattermost alerts wait in the spool %s: %s.",
+                    self.spool.folder,
+                    exc,
+                )
+                break
+            else:
+                self._delivered(entry, replayed=True)
+                delivered += 1
+        return delivered, self.spool.count()
+
+    # -- the CLI ----------------------------------------------------------------------
+    def send_test(self, event: SlowRequestEvent) -> dict[str, Any]:
+        """Send a test alert now, once, without the spool; raises MattermostError."""
+        entry = SpoolEntry(None, self.entry_data(event, test=True), None)
+        entry.data["summary"] = "the test alert"
+        return self._send(entry)
+
+    # -- exit --------------------------------------------------------------------------
+    def abandon(self, event: SlowRequestEvent, reason: str) -> None:
+        """A queued alert will not run: spool it if the process is exiting, else drop it."""
+        summary = event.summary()
+        if not WORKER.closing:
+            # The queue is full: do not render on the request thread.
+            self.monitor.stats.add("dropped")
+            logger.warning("Mattermost alert for %s dropped: %s.", summary, reason)
+            return
+        now = time.monotonic()
+        if self._exit_deadline is None:
+            self._exit_deadline = now + EXIT_SPOOL_SECONDS
+        if now > self._exit_deadline:
+            self.monitor.stats.add("dropped")
+            logger.warning(
+                "Mattermost alert for %s dropped: %s, and no time was left to spool it.",
+                summary,
+                reason,
+            )
+            return
+        try:
+            entry = self.spool.add(self.entry_data(event))
+        except OSError as exc:
+            self.monitor.stats.add("dropped")
+            logger.warning("Mattermost alert for %s dropped: %s (spool: %s).", summary, reason, exc)
+            return
+        self._keep(entry, reason)
+
+
+def _backoff(retry: int, retry_after: float | None) -> float:
+    """Seconds before retry number ``retry + 1``: exponential, with jitter."""
+    if retry_after is not None:
+        return retry_after + random.uniform(0.0, min(1.0, BACKOFF_BASE))
+    ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**retry)
+    return ceiling / 2 + random.uniform(0.0, ceiling / 2)
+
+
+class _AlertJob:
+    def __init__(self, alerts: MattermostAlerts, event: SlowRequestEvent) -> None:
+        self.alerts = alerts
+        self.event = event
+        self.description = f"Mattermost alert for {event.key}"
+
+    def run(self) -> None:
+        self.alerts.deliver_new(self.event)
+
+    def abandon(self, reason: str) -> None:
+        self.alerts.abandon(self.event, reason)
