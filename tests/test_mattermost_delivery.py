@@ -26,6 +26,7 @@ from flask_perfalert._delivery import DELIVERY
 from flask_perfalert.alerts import mattermost as mm
 from flask_perfalert.alerts.mattermost import WORKER
 from flask_perfalert.alerts.mattermost_client import MattermostClient, parse_server_url
+from flask_perfalert.alerts.mattermost_worker import MattermostWorker
 
 HERE = Path(__file__).parent
 
@@ -352,7 +353,7 @@ def test_a_full_queue_drops_with_a_logged_reason(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    small = mm._MattermostWorker(queue_size=1)
+    small = MattermostWorker(queue_size=1)
     monkeypatch.setattr(mm, "WORKER", small)
     perf = monitored(app, standin, spool_dir, mattermost_timeout=60)
     for name in ("one", "two", "three"):
@@ -476,8 +477,8 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from flask import Flask
 from flask_perfalert import PerfAlert
-from flask_perfalert.alerts import mattermost as mm
-mm.EXIT_FLUSH_SECONDS = 1.0
+from flask_perfalert.alerts import mattermost_worker
+mattermost_worker.EXIT_FLUSH_SECONDS = 1.0
 app = Flask("exit")
 app.config.update(
     PERFALERT_FILE_DIR={reports!r}, PERFALERT_SPOOL_DIR={spool!r}, PERFALERT_THRESHOLD_SECONDS=0.05,

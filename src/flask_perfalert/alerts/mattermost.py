@@ -36,19 +36,15 @@ No duplicate posts
 from __future__ import annotations
 
 import logging
-import queue
 import random
-import threading
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _delivery
-from .._delivery import DeliveryWorker
 from .file import report_name
 from .mattermost_client import MattermostClient, MattermostError, ServerAddress, parse_server_url
 from .mattermost_message import format_message, report_note
+from .mattermost_worker import WORKER
 from .spool import Spool, SpoolEntry
 
 if TYPE_CHECKING:
@@ -70,8 +66,6 @@ REPLAY_MAX = 600.0
 #: Look-ups for a post whose outcome is unknown start this long before it was sent
 #: (clocks of the app and of Mattermost may differ).
 CLOCK_SKEW = 300.0
-#: Seconds queued alerts get at interpreter exit before the rest is spooled.
-EXIT_FLUSH_SECONDS = _delivery.EXIT_FLUSH_SECONDS
 #: Time the abandoned jobs of an exiting process may take to be spooled.
 EXIT_SPOOL_SECONDS = 2.0
 #: The post's props key that holds the event id.
@@ -101,127 +95,6 @@ def configuration_problems(settings: PerfAlertSettings) -> list[str]:
         except ValueError as exc:
             problems.append(f"PERFALERT_MATTERMOST_URL is not usable: {exc}")
     return problems
-
-
-class _MattermostWorker(DeliveryWorker):
-    """A delivery worker whose thread also wakes up for scheduled spool replays."""
-
-    def _reset(self) -> None:
-        super()._reset()
-        self._wakeups: weakref.WeakKeyDictionary[MattermostAlerts, float] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._wakeups_lock = threading.Lock()
-        self._interrupt = threading.Event()
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    def schedule(self, alerts: MattermostAlerts, delay: float) -> None:
-        """Replay ``alerts``' spool in ``delay`` seconds (on this worker's thread)."""
-        if self._closing:
-            return  # the spool is read again by the next process
-        due = time.monotonic() + delay
-        with self._wakeups_lock:
-            current = self._wakeups.get(alerts)
-            if current is None or due < current:
-                self._wakeups[alerts] = due
-        if self._thread is None:
-            self._start()
-        elif threading.current_thread() is not self._thread:
-            self.submit(_Nudge())  # wake the thread up to see the new time
-
-    def cancel(self, alerts: MattermostAlerts) -> None:
-        with self._wakeups_lock:
-            self._wakeups.pop(alerts, None)
-
-    def sleep(self, seconds: float) -> bool:
-        """Wait on the worker thread; False if the process started exiting meanwhile."""
-        return not self._interrupt.wait(seconds) and not self._closing
-
-    def cancel_all(self) -> None:
-        with self._wakeups_lock:
-            self._wakeups.clear()
-
-    def shutdown(self, timeout: float | None = None) -> None:
-        """At exit: stop retrying, give queued alerts a bounded time, spool the rest."""
-        self._interrupt.set()
-        try:
-            super().shutdown(EXIT_FLUSH_SECONDS if timeout is None else timeout)
-        finally:
-            self._interrupt.clear()
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="flask-perfalert-mattermost", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                job = self._queue.get(timeout=self._next_wakeup())
-            except queue.Empty:  # a replay is due: queue it like any job
-                self._queue_due_replays()
-                continue
-            if job is None:
-                return
-            self.busy = True
-            try:
-                job.run()
-            except Exception:
-                logger.exception("Flask-PerfAlert job failed: %s", job.description)
-            finally:
-                self.busy = False
-                self._queue.task_done()
-
-    def _next_wakeup(self) -> float | None:
-        with self._wakeups_lock:
-            if not self._wakeups:
-                return None
-            return max(0.0, min(self._wakeups.values()) - time.monotonic())
-
-    def _queue_due_replays(self) -> None:
-        now = time.monotonic()
-        with self._wakeups_lock:
-            due = [alerts for alerts, at in self._wakeups.items() if at <= now]
-            for alerts in due:
-                del self._wakeups[alerts]
-        for alerts in due:
-            try:
-                self._queue.put_nowait(_ReplayJob(alerts))
-            except queue.Full:
-                pass  # jobs are waiting: each successful one replays the spool anyway
-
-
-class _ReplayJob:
-    def __init__(self, alerts: MattermostAlerts) -> None:
-        self.alerts = alerts
-        self.description = "Mattermost spool replay"
-
-    def run(self) -> None:
-        if not WORKER.closing:
-            self.alerts.replay()
-
-    def abandon(self, reason: str) -> None:
-        pass  # the spool stays on disk
-
-
-class _Nudge:
-    description = "wake-up"
-
-    def run(self) -> None:
-        pass
-
-    def abandon(self, reason: str) -> None:
-        pass
-
-
-#: The one Mattermost delivery thread of this process (shared by every app).
-WORKER = _MattermostWorker()
 
 
 class MattermostAlerts:
@@ -264,13 +137,17 @@ class MattermostAlerts:
                 "PERFALERT_MATTERMOST_URL: %s; posting to the server at %s.", note, address.display
             )
         spool_dir = settings.spool_dir or Path(settings.file_dir) / "spool"
-        alerts = cls(
-            monitor,
-            address,
-            settings.mattermost_token.get_secret_value(),
-            settings.mattermost_channel_id.strip(),
-            spool_dir,
-        )
+        try:
+            alerts = cls(
+                monitor,
+                address,
+                settings.mattermost_token.get_secret_value(),
+                settings.mattermost_channel_id.strip(),
+                spool_dir,
+            )
+        except Exception:
+            logger.exception("Mattermost alerts could not be set up; they are off")
+            return None
         waiting = len(alerts.spool.names())
         if waiting:
             logger.info(

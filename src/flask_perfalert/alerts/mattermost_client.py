@@ -270,9 +270,7 @@ class MattermostClient:
     def _call(self, what: str, call: Any) -> Any:
         try:
             return _json(call())
-        except requests.RequestException as exc:
-            raise self._explain(what, exc) from None
-        except ValueError:
+        except ValueError:  # requests' JSONDecodeError too
             # The answer was not JSON (a proxy's HTML page, another web server).
             raise MattermostError(
                 f"could not {what}: the answer is not Mattermost's JSON API; is "
@@ -280,6 +278,8 @@ class MattermostClient:
                 "transient",
                 uncertain=True,
             ) from None
+        except requests.RequestException as exc:
+            raise self._explain(what, exc) from None
 
     def _explain(self, what: str, exc: requests.RequestException) -> MattermostError:
         where = self.address.display
