@@ -75,6 +75,12 @@ class MattermostWorker(DeliveryWorker):
         self._interrupt.set()
         try:
             super().shutdown(EXIT_FLUSH_SECONDS if timeout is None else timeout)
+            if self.busy:
+                # Written to the spool before its first try, it outlives the thread.
+                logger.warning(
+                    "A Mattermost alert was still being sent when the process exited; it "
+                    "is kept in the spool and sent again by the next process."
+                )
         finally:
             self._interrupt.clear()
 
