@@ -174,6 +174,29 @@ def test_transient_faults_are_retried_then_delivered(
     assert perf.stats(app)["delivered"] == 1 and spooled(spool_dir) == []
 
 
+def test_a_refused_connection_is_retried_and_delivered_once_mattermost_listens(
+    app: Flask, standin: MattermostStandIn, spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="flask_perfalert")
+    monitored(app, standin, spool_dir, mattermost_max_retries=3)
+    standin.down()
+
+    class BackOnRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "connection refused" in record.getMessage() and "try 2 of 4" in record.getMessage():
+                standin.start()  # Mattermost comes back during the back-off
+
+    handler = BackOnRetry()
+    logging.getLogger("flask_perfalert").addHandler(handler)
+    try:
+        app.test_client().get("/slow/a")
+        settle()
+    finally:
+        logging.getLogger("flask_perfalert").removeHandler(handler)
+    assert len(standin.posts) == 1 and spooled(spool_dir) == []
+    assert "Posted to Mattermost" in caplog.text
+
+
 @pytest.mark.parametrize("dedup_ttl", [30.0, 0.0], ids=["server-dedup", "no-server-dedup"])
 def test_a_post_that_timed_out_but_was_made_is_not_posted_twice(
     app: Flask, spool_dir: Path, dedup_ttl: float

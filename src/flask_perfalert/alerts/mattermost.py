@@ -18,8 +18,9 @@ Retries
     Connection errors, timeouts, 5xx and 429 are retried up to
     ``MATTERMOST_MAX_RETRIES`` times with exponential back-off and jitter (a
     429's Retry-After is honoured). If all fail, Mattermost is taken to be
-    down: later alerts go straight to the spool, and the spool is replayed on a
-    growing interval while it is not empty, and after any successful delivery.
+    down: later alerts get one try each (a probe that delivers as soon as it is
+    back) and otherwise join the spool, which is replayed on a growing interval
+    while it is not empty, and after any successful delivery.
     A 4xx other than 429 is not retried: it is logged as the specific problem;
     a settings problem (401, 403, 404) keeps the alert spooled for after the
     fix, a problem of the alert itself (400, 413 on the post) drops it. A
@@ -113,6 +114,7 @@ class MattermostAlerts:
         self.client = MattermostClient(address, token, channel_id, settings.mattermost_timeout)
         self.max_retries = settings.mattermost_max_retries
         self.spool = Spool(spool_dir, on_drop=self._dropped_from_spool)
+        #: Until then (monotonic), Mattermost is taken to be down.
         self._down_until = 0.0
         self._replay_delay = REPLAY_MIN
         self._exit_deadline: float | None = None
@@ -326,12 +328,9 @@ class MattermostAlerts:
 
     def _unavailable(self, exc: MattermostError, delay: float | None) -> None:
         """Mattermost cannot take alerts now: the next ones go straight to the spool."""
-        self._last_problem = str(exc)
         wait = delay if delay is not None else self._replay_delay
         self._down_until = time.monotonic() + wait
         self._replay_delay = min(REPLAY_MAX, self._replay_delay * 2)
-
-    _last_problem = ""
 
     def _schedule_replay(self) -> None:
         delay = max(0.0, self._down_until - time.monotonic()) or self._replay_delay
