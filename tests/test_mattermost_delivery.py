@@ -24,7 +24,8 @@ from flask_perfalert import PerfAlert
 from flask_perfalert._delivery import DELIVERY
 from flask_perfalert.alerts import mattermost as mm
 from flask_perfalert.alerts.mattermost import WORKER
-from flask_perfalert.alerts.mattermost_client import MattermostClient, parse_server_url
+from flask_perfalert.alerts.mattermost_address import parse_server_url
+from flask_perfalert.alerts.mattermost_client import MattermostClient
 from flask_perfalert.alerts.mattermost_worker import MattermostWorker
 
 HERE = Path(__file__).parent

@@ -121,7 +121,7 @@ def _check_file(monitor: Any) -> bool:
 
 
 def _check_mattermost(monitor: Any) -> bool:
-    from .alerts.mattermost import configuration_problems
+    from .alerts.mattermost_address import configuration_problems
     from .alerts.mattermost_client import MattermostError
 
     problems = configuration_problems(monitor.settings)

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .file import report_name
-from .mattermost_client import MattermostClient, MattermostError, ServerAddress, parse_server_url
+from .mattermost_address import ServerAddress, configuration_problems, parse_server_url
+from .mattermost_client import MattermostClient, MattermostError
 from .mattermost_message import format_message, report_note
 from .mattermost_worker import WORKER
 from .spool import Spool, SpoolEntry
@@ -51,7 +52,6 @@ from .spool import Spool, SpoolEntry
 if TYPE_CHECKING:
     from .._monitor import AppMonitor
     from ..events import SlowRequestEvent
-    from ..settings import PerfAlertSettings
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -71,31 +71,6 @@ CLOCK_SKEW = 300.0
 EXIT_SPOOL_SECONDS = 2.0
 #: The post's props key that holds the event id.
 EVENT_PROP = "perfalert_event_id"
-
-_REQUIRED = {
-    "mattermost_url": "PERFALERT_MATTERMOST_URL",
-    "mattermost_token": "PERFALERT_MATTERMOST_TOKEN",
-    "mattermost_channel_id": "PERFALERT_MATTERMOST_CHANNEL_ID",
-}
-
-
-def configuration_problems(settings: PerfAlertSettings) -> list[str]:
-    """What keeps Mattermost alerts from working with ``settings``, in words."""
-    problems = []
-    missing = []
-    for name, key in _REQUIRED.items():
-        value = getattr(settings, name)
-        text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        if not (text or "").strip():
-            missing.append(key)
-    if missing:
-        problems.append(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
-    if settings.mattermost_url and settings.mattermost_url.strip():
-        try:
-            parse_server_url(settings.mattermost_url)
-        except ValueError as exc:
-            problems.append(f"PERFALERT_MATTERMOST_URL is not usable: {exc}")
-    return problems
 
 
 class MattermostAlerts:
