@@ -37,6 +37,7 @@ from .signals import perf_slow_request
 from .storage import AlertStore, MemoryStore, open_store
 
 if TYPE_CHECKING:
+    from .alerts.mattermost import MattermostAlerts
     from .settings import LoadedSettings
 
 logger = logging.getLogger("flask_perfalert")
@@ -94,6 +95,13 @@ class AppMonitor:
         self.subscribers: list[Callable[..., None]] = []
         if self.file_alerts is not None:
             self.subscribers.append(self.file_alerts.on_slow_request)
+        self.mattermost_alerts: MattermostAlerts | None = None
+        if settings.mattermost_enabled:
+            from .alerts.mattermost import MattermostAlerts  # imports the driver: only if used
+
+            self.mattermost_alerts = MattermostAlerts.from_settings(self)
+            if self.mattermost_alerts is not None:
+                self.subscribers.append(self.mattermost_alerts.on_slow_request)
 
     def _open_store(self) -> AlertStore:
         settings = self.settings
