@@ -42,7 +42,11 @@ body { display: flex; flex-direction: column; margin: 0; }
 #perfalert-header h2 { font-size: 14px; margin: 10px 0 4px; }
 #perfalert-header .note { color: #5c6370; font-size: 13px; margin: 6px 0 0; }
 #perfalert-header .share { text-align: right; padding-right: 12px; }
-#perfalert-header details { margin: 4px 0; }
+#perfalert-header details { margin: 0; }
+#perfalert-header summary { font-weight: 600; color: #5c6370; cursor: pointer; padding: 2px 0; }
+#perfalert-header .cols { display: flex; flex-wrap: wrap; align-items: flex-start;
+  gap: 6px 40px; }
+#perfalert-header .cols table { margin: 0; }
 </style>
 """
 
@@ -78,8 +82,7 @@ def render_header(event: SlowRequestEvent) -> str:
         ("Method", event.method),
         ("URL", event.url),
         ("Status", event.status_code),
-        ("Duration", f"{event.duration:.3f} s"),
-        ("Threshold", f"{event.threshold:.3f} s"),
+        # Duration and threshold are in the title and the line below it.
         ("Time", event.timestamp.isoformat(timespec="milliseconds")),
         ("Host / process", f"{event.host} / {event.pid}"),
     ]
@@ -91,6 +94,7 @@ def render_header(event: SlowRequestEvent) -> str:
         f"<h1>{escape(title)} took <span class=dur>{event.duration:.3f} s</span></h1>",
         f'<p class="sub">Threshold {event.threshold:.3f} s &middot; '
         f"{escape(event.timestamp.strftime('%Y-%m-%d %H:%M:%S %Z'))} &middot; Flask-PerfAlert</p>",
+        '<div class="cols">',
         f'<table id="perfalert-request">{_rows(request_rows)}</table>',
     ]
     hot = event.hot_frames(5)
@@ -104,15 +108,16 @@ def render_header(event: SlowRequestEvent) -> str:
         parts.append("</table>")
     if event.params:
         parts.append(
-            "<details open><summary><b>Parameters</b></summary>"
+            "<details open><summary>Parameters</summary>"
             f'<table id="perfalert-params">{_rows(list(event.params.items()))}</table></details>'
         )
     if event.headers:
         parts.append(
-            "<details open><summary><b>Request headers</b></summary>"
+            "<details open><summary>Request headers</summary>"
             f'<table id="perfalert-headers">{_rows(list(event.headers.items()))}</table>'
             "</details>"
         )
+    parts.append("</div>")
     parts.append(f'<p class="note" id="perfalert-profile-note">{escape(event.profile_note)}</p>')
     parts.append("</section>")
     return "".join(parts)
