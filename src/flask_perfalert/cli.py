@@ -84,7 +84,7 @@ def _config_rows() -> list[dict[str, Any]]:
     return rows
 
 
-@perfalert_cli.command("config")
+@perfalert_cli.command("config", short_help="Effective settings and where each came from.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: key -> value, source.")
 @click.option(
     "--changed", is_flag=True, help="Only the settings that do not have their default value."
@@ -175,7 +175,7 @@ def _file_alerts() -> Any:
     return alerts
 
 
-@perfalert_cli.command("reports")
+@perfalert_cli.command("reports", short_help="List the HTML reports, newest first.")
 @click.option(
     "-n",
     "--limit",
@@ -276,7 +276,7 @@ def _overhead(data: dict[str, Any]) -> str:
     return f"{share:.2%} of the monitored time ({own:.3f} s of {busy:.3f} s)"
 
 
-@perfalert_cli.command("stats")
+@perfalert_cli.command("stats", short_help="Requests seen, slow, alerted; the overhead.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, with the scope.")
 @with_appcontext
 def stats_command(as_json: bool) -> None:
