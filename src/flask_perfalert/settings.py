@@ -223,8 +223,8 @@ class PerfAlertSettings(BaseSettings):
                 value = MASK if value.get_secret_value() else ""
             elif isinstance(value, Path):
                 value = str(value)
-            elif name == "storage_uri":
-                value = masked_uri(value)  # redis://:password@host
+            elif isinstance(value, str) and "://" in value:
+                value = masked_uri(value)  # redis://:password@host, https://bot:pw@chat
             out[PREFIX + name.upper()] = value
         return out
 
