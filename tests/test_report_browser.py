@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 
 from flask_perfalert import PerfAlert, SlowRequestEvent
 
@@ -99,6 +99,8 @@ def report(
 
     @app.post("/checkout/<int:cart>")
     def checkout(cart: int) -> str:
+        # The form is shown because the view read it (the extension never reads a body).
+        request.form.get("note")
         return str(compute_invoice_totals(0.15))
 
     response = app.test_client().post(

@@ -37,6 +37,16 @@ _BOUNDS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        inner = _type_name(args[0])
+        bounds = " ".join(
+            f"{sym} {getattr(meta, op)}"
+            for info in args[1:]
+            for meta in getattr(info, "metadata", [])
+            for op, sym in _BOUNDS.items()
+            if getattr(meta, op, None) is not None
+        )
+        return f"{inner} ({bounds})" if bounds else inner
     if origin is typing.Literal:
         return "one of " + ", ".join(f'``"{a}"``' for a in args)
     if origin in (typing.Union, types.UnionType):

@@ -9,6 +9,7 @@ runs for minutes costs memory by the variety of its stacks, not its length.
 from __future__ import annotations
 
 from types import CodeType
+from typing import Any
 
 from ._pyinstrument_compat import synthetic_identifier
 
@@ -38,6 +39,7 @@ class Measurement:
         "first_sample_at",
         "last_sample_at",
         "interval",
+        "environ",
     )
 
     def __init__(
@@ -62,6 +64,8 @@ class Measurement:
         self.first_sample_at = 0.0
         self.last_sample_at = 0.0
         self.interval = 0.0
+        #: A request's WSGI environ until its Flask request has been captured.
+        self.environ: dict[str, Any] | None = None
 
     def add_sample(self, stack: tuple[str, ...], now: float) -> None:
         """Count ``stack`` for the time since the previous sample (or the arm point)."""

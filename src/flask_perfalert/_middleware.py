@@ -56,6 +56,7 @@ class TimerState:
         "min_arm_delay",
         "notable",
         "arm",
+        "capture",
         "stats",
     )
 
@@ -73,6 +74,7 @@ class TimerState:
         #: Below this a request was neither armed by the sampler nor slow.
         self.notable = min(self.min_arm_delay, self.min_threshold)
         self.arm = monitor.arm
+        self.capture = monitor.capture
         self.stats = monitor.stats
 
 

@@ -147,19 +147,34 @@ class AppMonitor:
         if isinstance(payload, WatchCall):
             arm_at = start + after * payload.threshold
             return Measurement(start, thread_id, arm_at, payload.code, skip=not sample)
-        request = payload.get("werkzeug.request")
-        if request is not None:
-            payload[ENVIRON_REQUEST] = request
-        rule = getattr(request, "url_rule", None)
-        endpoint = rule.endpoint if rule is not None else None
-        m = Measurement(
-            start,
-            thread_id,
-            start + after * self.threshold_for(endpoint),
-            skip=not sample or endpoint in self.excluded_endpoints,
-        )
+        m = Measurement(start, thread_id, start + after * self.threshold, skip=not sample)
         m.linked_threads = payload.setdefault(ENVIRON_THREADS, [])
+        m.environ = payload
+        self.capture(m)
         return m
+
+    def capture(self, m: Measurement) -> None:
+        """Keep the running request's Flask request object, once it has been routed.
+
+        Until then ``m.environ`` stays set and the sampler calls this again on
+        its next tick. The endpoint fixes the real threshold and arm point.
+        """
+        environ = m.environ
+        if environ is None:
+            return
+        request = environ.get("werkzeug.request")
+        # Before Flask's request exists, a test client's plain Werkzeug request
+        # may be there; and the endpoint is known only after routing.
+        if not isinstance(request, Request) or (
+            request.url_rule is None and request.routing_exception is None
+        ):
+            return
+        environ[ENVIRON_REQUEST] = request
+        m.environ = None
+        endpoint = request.url_rule.endpoint if request.url_rule is not None else None
+        m.arm_at = m.start + self.settings.sample_after * self.threshold_for(endpoint)
+        if endpoint in self.excluded_endpoints:
+            m.skip = True
 
     # -- the end of a request ------------------------------------------------------------
     def finish_request(

@@ -85,6 +85,7 @@ class Sampler:
         "active",
         "armed",
         "timer_running",
+        "ticking",
         "handler_installed",
         "signal_refused",
         "thread",
@@ -131,6 +132,7 @@ class Sampler:
         self.active.clear()
         self.armed.clear()
         self.timer_running = False
+        self.ticking = False
         self.handler_installed = False
         self.signal_refused = False
         self.thread: threading.Thread | None = None
@@ -221,6 +223,11 @@ class Sampler:
         signal.setitimer(signal.ITIMER_REAL, max(delay, 1e-4), self.interval)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Python runs a handler between any two bytecodes, even inside itself: a
+        # tick slower than the interval (a loaded machine) would sample its own frames.
+        if self.ticking:
+            return
+        self.ticking = True
         try:
             if not self.active:
                 # Disarm first, then look again: a measurement registered meanwhile
@@ -233,6 +240,8 @@ class Sampler:
             self.tick(main_frame=frame)
         except Exception:  # pragma: no cover - never let the handler hurt the app
             logger.exception("Flask-PerfAlert sampler failed")
+        finally:
+            self.ticking = False
 
     def wake_thread(self) -> None:
         if self.thread is None or not self.thread.is_alive():
@@ -284,6 +293,8 @@ class Sampler:
                 if key not in self.active:  # finished meanwhile
                     continue
                 armed[key] = m
+            if m.environ is not None:
+                entry[2].capture(m)
             if m.skip or now < m.arm_at:
                 continue
             stack = stacks.get(m.thread_id)

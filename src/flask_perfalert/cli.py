@@ -20,7 +20,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .settings import MASK, PREFIX
+from .settings import PREFIX
 
 
 def _extension() -> Any:

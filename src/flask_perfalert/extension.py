@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 from flask import Flask, current_app, has_app_context, has_request_context, request
 
 from ._middleware import ENVIRON_EXCLUDED, install_timer, timer_state
-from ._monitor import ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
+from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
 from .settings import PerfAlertSettings, load_settings
 
 logger = logging.getLogger("flask_perfalert")
@@ -22,6 +22,10 @@ logger = logging.getLogger("flask_perfalert")
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXTENSION_KEY = "perfalert"
+
+#: Below this lowest threshold (seconds), requests keep their request object from
+#: the start; above it the sampler keeps it once a request passes its arm point.
+EARLY_CAPTURE_BELOW = 0.05
 
 
 class PerfAlert:
@@ -68,6 +72,8 @@ class PerfAlert:
         app.extensions[EXTENSION_KEY] = self
         monitor.connect(app)
         self._install_timer(app, monitor)
+        if monitor.settings.enabled and monitor.min_threshold < EARLY_CAPTURE_BELOW:
+            self._install_request_capture(app)
         self._install_async_link(app)
         self._register_cli(app)
         _check_pyinstrument_once()
@@ -84,6 +90,24 @@ class PerfAlert:
             app.wsgi_app = install_timer(  # type: ignore[method-assign,assignment]
                 app.wsgi_app, monitor
             )
+
+    def _install_request_capture(self, app: Flask) -> None:
+        # With thresholds this low a slow request may end before the sampler's
+        # first tick, which is where the request object is normally kept (Flask
+        # forgets it when the request context ends). Keep every request's instead,
+        # at the cost of one more call per request.
+        if getattr(app.request_context, "_perfalert", False):
+            return
+        original = app.request_context
+
+        def request_context(environ: dict[str, Any]) -> Any:
+            ctx = original(environ)
+            if ENVIRON_EXCLUDED not in environ:
+                environ[ENVIRON_REQUEST] = ctx.request
+            return ctx
+
+        request_context._perfalert = True  # type: ignore[attr-defined]
+        app.request_context = request_context  # type: ignore[method-assign]
 
     def _install_async_link(self, app: Flask) -> None:
         # Flask runs an async view through app.async_to_sync on another thread

@@ -69,7 +69,10 @@ def _title(event: SlowRequestEvent) -> str:
     what = event.endpoint or "(no endpoint)"
     if event.kind != "request":
         return f"{what}()"
-    path = urlsplit(event.url).path if event.url else ""
+    try:
+        path = urlsplit(event.url).path if event.url else ""
+    except ValueError:  # a placeholder such as "[URL not available: ...]"
+        path = ""
     return f"{event.method} {path or what}"
 
 
