@@ -138,6 +138,8 @@ def install_timer(wsgi_app: WSGIApplication, monitor: AppMonitor) -> WSGIApplica
         stats = _state.stats
         stats.requests += 1
         stats.monitored_seconds += duration
+        if end >= stats.flush_due:
+            body._callbacks.append(stats.flush)
         if duration >= _state.notable:
             # Only an entry that ran past min_arm_delay can have been armed.
             measurement = _armed.pop(key, None)
@@ -179,6 +181,8 @@ def finish(entry: tuple[Any, ...], status: int | None = None) -> None:
     stats = state.stats
     stats.requests += 1
     stats.monitored_seconds += duration
+    if end >= stats.flush_due:
+        stats.flush()
     if duration >= state.min_threshold:
         after_response(entry, measurement, status, end)
 

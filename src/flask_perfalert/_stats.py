@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,14 @@ class Stats:
     monitored_seconds: float = 0.0
     #: Seconds spent in the extension's own code on the request path.
     own_seconds: float = 0.0
+    #: perf_counter() time after which the request timer calls :meth:`flush` once
+    #: the response is sent (infinite: no shared store keeps counters).
+    flush_due: float = math.inf
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def flush(self) -> None:
+        """Hand the counters since the last flush to a shared store; see ``storage``."""
+        self.flush_due = math.inf
 
     def add(self, name: str, amount: int = 1) -> None:
         """Thread-safe increment, for counters touched off the request path."""
