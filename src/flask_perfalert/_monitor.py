@@ -123,6 +123,13 @@ class AppMonitor:
         for receiver in self.subscribers:
             perf_slow_request.connect(receiver, sender=app)
 
+    def close(self) -> None:
+        """Release what this monitor opened (the store's connections)."""
+        try:
+            self.store.close()
+        except Exception:
+            logger.warning("Closing the alert store failed", exc_info=True)
+
     def disconnect(self, app: Flask) -> None:
         for receiver in self.subscribers:
             perf_slow_request.disconnect(receiver, sender=app)

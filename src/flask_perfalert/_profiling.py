@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyinstrument import Profiler
 
+from . import _pyinstrument_compat as _compat
 from ._measurement import Measurement
 from ._pyinstrument_compat import combine, session_from_samples
 from ._sampler import SAMPLER, green_threads_in_use
@@ -109,6 +110,8 @@ class ProfilingPolicy:
             return ProfileResult(
                 None, f"No profile: stack sampling is not possible under {self.green}."
             )
+        if _compat.incompatible is not None:
+            return ProfileResult(None, f"No profile: {_compat.incompatible}.")
         if collected is not None and not isinstance(collected, Measurement):
             session = collected
             for linked in linked_sessions or ():
@@ -141,5 +144,6 @@ class ProfilingPolicy:
             interval=m.interval,
             sample_count=m.sample_count,
             description=description,
+            cpu_time=max(m.cpu_last - m.cpu_first, 0.0),
         )
         return ProfileResult(session, note)

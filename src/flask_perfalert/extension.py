@@ -67,6 +67,7 @@ class PerfAlert:
             previous = self._monitors.get(app)
             if previous is not None:
                 previous.disconnect(app)
+                previous.close()
             monitor = AppMonitor(app, loaded, self._clock)
             self._monitors[app] = monitor
         app.extensions[EXTENSION_KEY] = self

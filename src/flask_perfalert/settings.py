@@ -84,6 +84,7 @@ class PerfAlertSettings(BaseSettings):
     alert_window_days: float = Field(
         10.0,
         gt=0,
+        le=3650,
         description="De-duplication window: one alert per method and endpoint per window.",
     )
 
