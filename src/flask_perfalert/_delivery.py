@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Protocol
 
+from ._sampler import keep_sampling_signal_off_this_thread
+
 logger = logging.getLogger("flask_perfalert")
 
 #: Jobs waiting at most; more are refused (and abandoned, so spooled or logged).
@@ -82,6 +84,7 @@ class DeliveryWorker:
                 self._thread.start()
 
     def _run(self) -> None:
+        keep_sampling_signal_off_this_thread()
         while True:
             job = self._queue.get()
             if job is None:

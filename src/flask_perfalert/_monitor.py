@@ -30,6 +30,7 @@ from ._request_info import (
     request_params,
     request_url,
 )
+from ._sampler import LINKED_THREADS
 from ._stats import Stats
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
@@ -44,7 +45,7 @@ logger = logging.getLogger("flask_perfalert")
 
 #: WSGI environ keys this extension uses (one private namespace).
 ENVIRON_DEFERRED = "perfalert.deferred"
-ENVIRON_THREADS = "perfalert.threads"
+ENVIRON_THREADS = LINKED_THREADS
 ENVIRON_SESSIONS = "perfalert.sessions"
 #: Flask clears environ["werkzeug.request"] when the request context ends; the
 #: request is kept here until the measurement is finished (see extension.py).

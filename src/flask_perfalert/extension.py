@@ -15,6 +15,7 @@ from flask import Flask, current_app, has_app_context, has_request_context, requ
 
 from ._middleware import ENVIRON_EXCLUDED, install_timer, timer_state
 from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
+from ._sampler import SAMPLER, keep_sampling_signal_off_this_thread
 from .settings import PerfAlertSettings, load_settings
 
 logger = logging.getLogger("flask_perfalert")
@@ -127,9 +128,12 @@ class PerfAlert:
 
             @functools.wraps(func)
             async def linked(*args: Any, **kwargs: Any) -> Any:
+                keep_sampling_signal_off_this_thread()
                 thread_id = threading.get_ident()
                 threads = environ.setdefault(ENVIRON_THREADS, [])
                 threads.append(thread_id)
+                if SAMPLER.thread_waiting:
+                    SAMPLER.wake_thread()  # it samples requests whose work is on other threads
                 token = None
                 if monitor.policy.mode == "pyinstrument":
                     entry = (time.perf_counter(), thread_id, monitor, environ)

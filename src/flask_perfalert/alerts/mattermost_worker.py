@@ -19,6 +19,7 @@ from typing import Protocol
 
 from .. import _delivery
 from .._delivery import DeliveryWorker
+from .._sampler import keep_sampling_signal_off_this_thread
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -93,6 +94,7 @@ class MattermostWorker(DeliveryWorker):
                 self._thread.start()
 
     def _run(self) -> None:
+        keep_sampling_signal_off_this_thread()
         while True:
             try:
                 job = self._queue.get(timeout=self._next_wakeup())
