@@ -490,7 +490,7 @@ def test_a_response_closed_early_by_the_client_is_still_measured(
     assert [e.endpoint for e in events] == ["stream"]
 
 
-# -- reading settings and counters ------------------------------------------------------------------
+# -- reading settings and counters -----------------------------------------------------------------
 def test_settings_and_effective_settings_read_back_with_secrets_masked(app: Flask) -> None:
     app.config.update(
         PERFALERT_MATTERMOST_TOKEN="token-value-1234",

@@ -68,7 +68,7 @@ def test_effective_settings_list_every_key_of_the_model(app: Flask) -> None:
     assert list(perf.effective_settings(app)) == list(PerfAlertSettings.keys())
 
 
-# -- precedence ---------------------------------------------------------------------------------------
+# -- precedence ------------------------------------------------------------------------------------
 def test_each_source_wins_over_the_ones_below_it(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,7 +113,7 @@ def test_a_value_set_in_config_of_none_is_still_config_not_environment(
     assert PerfAlert(app).settings(app).mattermost_channel_id is None
 
 
-# -- parsing environment strings --------------------------------------------------------------------
+# -- parsing environment strings -------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("key", "text", "field", "expected"),
     [
@@ -187,7 +187,7 @@ def test_python_values_in_app_config_are_taken_as_they_are(app: Flask) -> None:
     assert settings.alert_window_days == 1.0
 
 
-# -- invalid values ------------------------------------------------------------------------------------
+# -- invalid values --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("where", "key", "value", "field", "default"),
     [
@@ -279,7 +279,7 @@ def test_several_invalid_values_each_get_their_warning(
     assert perf.settings(app).exclude == []
 
 
-# -- unknown keys ---------------------------------------------------------------------------------------
+# -- unknown keys ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("typo", "closest"),
     [
@@ -339,7 +339,7 @@ def test_an_unknown_constructor_option_names_the_closest_option(
     assert perf.settings(app).threshold_seconds == 1.0
 
 
-# -- secrets ---------------------------------------------------------------------------------------------
+# -- secrets ---------------------------------------------------------------------------------------
 SECRET = "s3cr3t-V4lue"
 
 
