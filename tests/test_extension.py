@@ -243,25 +243,40 @@ def test_disabled_leaves_the_app_untouched_and_sends_nothing(
 
 
 # -- what is timed ------------------------------------------------------------------------------
-@pytest.mark.parametrize("exclude", [["health"], ["/health*"], ["/internal/*"]])
+@pytest.mark.parametrize(
+    ("exclude", "excluded", "monitored"),
+    [
+        (["health"], ["/health", "/healthz", "/internal/health"], "/slow"),
+        (["/health*"], ["/health", "/healthz", "/health/db"], "/internal/health"),
+        (["/internal/*"], ["/internal/health"], "/health"),
+        (["static", "/internal/*", "health"], ["/health", "/internal/health"], "/slow"),
+    ],
+)
 def test_excluded_requests_are_never_monitored(
-    app: Flask, events: list[SlowRequestEvent], exclude: list[str]
+    app: Flask,
+    events: list[SlowRequestEvent],
+    exclude: list[str],
+    excluded: list[str],
+    monitored: str,
 ) -> None:
     add_routes(app)
 
     @app.route("/health")
+    @app.route("/healthz")
+    @app.route("/health/db")
     @app.route("/internal/health")
     def health() -> str:
         time.sleep(SLOW)
         return "healthy"
 
-    PerfAlert(app, threshold_seconds=THRESHOLD, exclude=exclude)
+    perf = PerfAlert(app, threshold_seconds=THRESHOLD, exclude=exclude)
     client = app.test_client()
-    path = "/internal/health" if exclude == ["/internal/*"] else "/health"
-    assert client.get(path).data == b"healthy"
+    for path in excluded:
+        assert client.get(path).data == b"healthy"
     assert events == []
-    client.get("/slow")  # everything else still is
-    assert [e.endpoint for e in events] == ["slow"]
+    client.get(monitored)  # everything else still is
+    assert [e.url for e in events] == [f"http://localhost{monitored}"]
+    assert perf.stats(app)["slow"] == 1
 
 
 def test_a_path_glob_matches_the_path_not_the_endpoint(

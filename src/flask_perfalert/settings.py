@@ -78,8 +78,9 @@ class PerfAlertSettings(BaseSettings):
     )
     exclude: list[str] = Field(
         default_factory=list,
-        description='Never monitored: Flask endpoint names (``"static"``) or URL path glob '
-        'patterns (``"/health*"``).',
+        description='Never monitored: Flask endpoint names (``"static"``, matched exactly) '
+        'and URL path glob patterns, which start with ``/`` (``"/health*"`` matches '
+        "``/healthz`` and ``/health/db``).",
     )
     alert_window_days: float = Field(
         10.0,
