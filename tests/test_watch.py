@@ -6,11 +6,12 @@ import asyncio
 import functools
 import inspect
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import ClosingClient, FakeClock
-from flask import Flask
+from flask import Flask, Response, stream_with_context
 from pyinstrument.session import Session
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
@@ -234,8 +235,9 @@ def test_inside_a_request_its_own_event_is_sent_after_the_response(
     assert events[1].duration <= events[0].duration
 
 
+@pytest.mark.parametrize("streamed", [False, True])
 def test_a_slow_function_inside_a_fast_request_is_reported(
-    app: Flask, events: list[SlowRequestEvent]
+    app: Flask, events: list[SlowRequestEvent], streamed: bool
 ) -> None:
     # The request is well under its own threshold; the function is over its own.
     perf = PerfAlert(app, threshold_seconds=1.0)
@@ -246,7 +248,13 @@ def test_a_slow_function_inside_a_fast_request_is_reported(
         return "found"
 
     @app.route("/lookup")
-    def view() -> str:
+    def view() -> Any:
+        if streamed:  # called while the body is sent, in the request's context
+
+            def generate() -> Iterator[str]:
+                yield lookup()
+
+            return Response(stream_with_context(generate()))
         return lookup()
 
     assert app.test_client().get("/lookup").data == b"found"
