@@ -76,7 +76,8 @@ class PerfAlert:
         self._install_timer(app, monitor)
         if monitor.settings.enabled and monitor.min_threshold < EARLY_CAPTURE_BELOW:
             self._install_request_capture(app)
-        self._install_async_link(app)
+        if monitor.settings.enabled:
+            self._install_async_link(app)
         self._register_cli(app)
         _check_pyinstrument_once()
         logger.debug("Flask-PerfAlert set up for %s: %s", app.name, loaded.settings.masked())
@@ -123,7 +124,7 @@ class PerfAlert:
                 return original(func)
             environ = request.environ
             monitor = self._monitors.get(current_app._get_current_object())  # type: ignore[attr-defined]
-            if monitor is None or ENVIRON_EXCLUDED in environ:
+            if monitor is None or not monitor.settings.enabled or ENVIRON_EXCLUDED in environ:
                 return original(func)
 
             @functools.wraps(func)
