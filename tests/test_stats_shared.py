@@ -289,6 +289,21 @@ def test_a_delivery_at_exit_is_counted(tmp_path: Path) -> None:
     assert (data["requests"], data["delivered"]) == (1, 1)
 
 
+def test_counts_that_cannot_be_sent_at_exit_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "perfalert.db"
+    script = f"""if True:
+        import sqlite3
+        from apps.stats_app import app  # served 3 requests, not sent yet
+        blocker = sqlite3.connect({str(path)!r}, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # still held when the process exits
+    """
+    env = app_env(f"sqlite://{path}", flush_interval=3600, warmup=3)
+    stderr = run([sys.executable, "-c", script], env, tmp_path).stderr
+    assert "last counts could not be sent to sqlite://" in stderr
+    assert "requests 3" in stderr
+    assert cli_json(f"sqlite://{path}", tmp_path)["requests"] == 0
+
+
 # -- gunicorn -----------------------------------------------------------------------------------
 
 

@@ -146,13 +146,16 @@ class CounterFlusher:
         return True
 
     def pending(self) -> dict[str, float]:
-        """Counts this process has not handed to the store yet (the unsent batch included)."""
-        with self._lock:
-            current = self._current()
-            left = {n: max(0.0, v - self._taken[n]) for n, v in current.items()}
-            if self._unsent is not None:
-                for name, value in self._unsent[1].items():
-                    left[name] += value
+        """Counts this process has not handed to the store yet (the unsent batch included).
+
+        Read without the lock (a flush stuck in another thread must not block the exit).
+        """
+        current = self._current()
+        taken, unsent = self._taken, self._unsent
+        left = {n: max(0.0, v - taken[n]) for n, v in current.items()}
+        if unsent is not None:
+            for name, value in unsent[1].items():
+                left[name] += value
         return {name: value for name, value in left.items() if value}
 
     def _warn(self, reason: str) -> None:
