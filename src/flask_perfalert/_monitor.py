@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request
 
+from ._counters import share_counters
 from ._measurement import Measurement
 from ._middleware import ENVIRON_PROFILER
 from ._profiling import ProfilingPolicy
@@ -92,6 +93,9 @@ class AppMonitor:
         self.pyinstrument = self.policy.mode == "pyinstrument"
         self.host = socket.gethostname()
         self.store = self._open_store()
+        #: Names this app's counters in a shared store (the same in every worker).
+        self.app_key = app.name
+        self.counters = share_counters(self.stats, self.store, self.app_key)
         self.file_alerts = FileAlerts(self) if settings.file_enabled else None
         self.subscribers: list[Callable[..., None]] = []
         if self.file_alerts is not None:

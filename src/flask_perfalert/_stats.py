@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._sampler import SAMPLER
+
+if TYPE_CHECKING:
+    from ._counters import CounterFlusher
 
 
 @dataclass(slots=True)
@@ -28,16 +32,24 @@ class Stats:
     #: perf_counter() time after which the request timer calls :meth:`flush` once
     #: the response is sent (infinite: no shared store keeps counters).
     flush_due: float = math.inf
+    #: Sends the counts to a store shared by every worker (see ``_counters``), or None.
+    flusher: CounterFlusher | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def flush(self) -> None:
-        """Hand the counters since the last flush to a shared store; see ``storage``."""
-        self.flush_due = math.inf
+        """Hand the counters since the last flush to the shared store; never raises."""
+        flusher = self.flusher
+        if flusher is None:
+            self.flush_due = math.inf
+            return
+        flusher.flush()
 
     def add(self, name: str, amount: int = 1) -> None:
         """Thread-safe increment, for counters touched off the request path."""
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
+        if time.perf_counter() >= self.flush_due:
+            self.flush()
 
     def snapshot(self) -> dict[str, Any]:
         from ._middleware import request_path_cost
