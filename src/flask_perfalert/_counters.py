@@ -30,8 +30,6 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._sampler import SAMPLER
-
 if TYPE_CHECKING:
     from ._stats import Stats
 
@@ -91,8 +89,9 @@ class CounterFlusher:
         stats = self.stats
         values: dict[str, float] = {name: getattr(stats, name) for name in COUNTS}
         values["monitored_seconds"] = stats.monitored_seconds
-        values["own_seconds"] = stats.own_seconds
-        values["sampler_seconds"] = SAMPLER.cpu_seconds
+        values["own_seconds"] = stats.own_seconds()
+        values["after_response_seconds"] = stats.after_response_seconds
+        values["sampler_seconds"] = stats.sampler_seconds
         return values
 
     def _take(self) -> dict[str, float]:

@@ -22,7 +22,7 @@ from flask import Flask, Request
 
 from ._counters import share_counters
 from ._measurement import Measurement
-from ._middleware import ENVIRON_PROFILER
+from ._middleware import ENVIRON_DEFERRED, ENVIRON_PROFILER
 from ._profiling import ProfilingPolicy
 from ._redaction import Redactor
 from ._request_info import (
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_perfalert")
 
 #: WSGI environ keys this extension uses (one private namespace).
-ENVIRON_DEFERRED = "perfalert.deferred"
 ENVIRON_THREADS = LINKED_THREADS
 ENVIRON_SESSIONS = "perfalert.sessions"
 #: Flask clears environ["werkzeug.request"] when the request context ends; the

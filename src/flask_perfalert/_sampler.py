@@ -312,6 +312,7 @@ class Sampler:
         frames: dict[int, FrameType] | None = None
         stacks: dict[int, tuple[str, ...]] = {}
         armed = self.armed
+        sampled: list[Any] = []
         for key, entry in list(self.active.items()):
             on_main = entry[1] == self.main_thread_id
             if self._by_signal(entry) == thread_only:
@@ -348,8 +349,12 @@ class Sampler:
             m.interval = self.interval
             m.add_sample(stack, now)
             self.samples_taken += 1
+            sampled.append(entry[2].stats)
         cost = time.perf_counter() - now
         self.cpu_seconds += cost
+        # Each app's stats carry the share of the sampler's time spent on its work.
+        for stats in sampled:
+            stats.sampler_seconds += cost / len(sampled)
         self._control_overhead(now, cost)
 
     def _control_overhead(self, now: float, cost: float) -> None:

@@ -27,6 +27,8 @@ class Stats:
     dropped: int = 0
     #: Seconds the monitored requests and functions took, in total.
     monitored_seconds: float = 0.0
+    #: Seconds the sampler spent on this app's requests and calls (measured).
+    sampler_seconds: float = 0.0
     #: Seconds spent handling slow requests after their response was sent (measured).
     after_response_seconds: float = 0.0
     #: perf_counter() time after which the request timer calls :meth:`flush` once
@@ -51,15 +53,20 @@ class Stats:
         if time.perf_counter() >= self.flush_due:
             self.flush()
 
+    def own_seconds(self) -> float:
+        """Seconds the extension added on the request path: the timer's measured
+        per-request cost times the requests and watched calls."""
+        from ._middleware import request_path_cost
+
+        return request_path_cost() * (self.requests + self.functions)
+
     def snapshot(self) -> dict[str, Any]:
         from ._middleware import request_path_cost
 
-        sampler = SAMPLER.cpu_seconds
+        sampler = self.sampler_seconds
         busy = self.monitored_seconds
         per_request = request_path_cost()
-        #: What the client waited for because of the extension: the timer's
-        #: measured per-request cost times the requests, and the sampler's time.
-        own = per_request * (self.requests + self.functions)
+        own = self.own_seconds()
         overhead = (own + sampler) / busy if busy > 0 else 0.0
         return {
             "scope": "this process",
