@@ -49,7 +49,7 @@ def _fresh_sampler_interval() -> None:
     PERFALERT_MAX_OVERHEAD of a second; a test that samples deep stacks can
     trigger that, and the slower rate would otherwise leak into later tests.
     """
-    SAMPLER.interval = SAMPLER.base_interval
+    SAMPLER.configure(0.005, 0.05)  # the defaults; PerfAlert(app) sets its own
     SAMPLER.backed_off = False
 
 

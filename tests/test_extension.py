@@ -555,3 +555,23 @@ def test_stats_are_kept_per_app(report_dir: Path) -> None:
     busy.test_client().get("/slow")
     assert perf.stats(busy)["slow"] == 1
     assert perf.stats(idle)["requests"] == 0 and perf.stats(idle)["slow"] == 0
+
+
+def test_a_second_instance_on_one_app_replaces_the_first(
+    app: Flask, report_dir: Path, wait_delivery: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    PerfAlert(app, threshold_seconds=0.05)
+    with caplog.at_level(logging.WARNING, "flask_perfalert"):
+        second = PerfAlert(app, threshold_seconds=0.05)
+    assert "replaces the first" in caplog.text
+    assert app.extensions["perfalert"] is second
+
+    @app.route("/slow")
+    def slow() -> str:
+        time.sleep(0.07)
+        return "ok"
+
+    app.test_client().get("/slow")
+    wait_delivery()
+    # One report, not one per instance.
+    assert len(list(report_dir.glob("perfalert-*.html"))) == 1

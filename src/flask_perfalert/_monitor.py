@@ -109,6 +109,8 @@ class AppMonitor:
 
     def _open_store(self) -> AlertStore:
         settings = self.settings
+        if not settings.enabled:  # nothing to de-duplicate: no connection either
+            return MemoryStore(prefix=settings.storage_prefix, clock=self.clock)
         try:
             return open_store(settings.storage_uri, settings.storage_prefix, clock=self.clock)
         except Exception as exc:

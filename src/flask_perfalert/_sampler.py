@@ -173,6 +173,7 @@ class Sampler:
     def configure(self, interval: float, max_overhead: float) -> None:
         self.base_interval = self.interval = interval
         self.max_overhead = max_overhead
+        self._retime()
 
     # -- set-up ---------------------------------------------------------------
     def install_signal_handler(self) -> None:

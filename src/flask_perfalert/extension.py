@@ -64,6 +64,13 @@ class PerfAlert:
         once. Calling it again on the same app re-reads the settings.
         """
         loaded = load_settings(app.config, self._options)
+        other = app.extensions.get(EXTENSION_KEY)
+        if other is not None and other is not self:
+            # Two instances on one app would both alert (two reports, two posts).
+            logger.warning(
+                "A second PerfAlert was set up on app %r; it replaces the first.", app.name
+            )
+            other._forget(app)
         with self._lock:
             previous = self._monitors.get(app)
             if previous is not None:
@@ -81,6 +88,13 @@ class PerfAlert:
         self._register_cli(app)
         _check_pyinstrument_once()
         logger.debug("Flask-PerfAlert set up for %s: %s", app.name, loaded.settings.masked())
+
+    def _forget(self, app: Flask) -> None:
+        with self._lock:
+            monitor = self._monitors.pop(app, None)
+        if monitor is not None:
+            monitor.disconnect(app)
+            monitor.close()
 
     def _install_timer(self, app: Flask, monitor: AppMonitor) -> None:
         state = timer_state(app.wsgi_app)
