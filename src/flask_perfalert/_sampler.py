@@ -51,6 +51,9 @@ _CURRENT_FRAMES_NEEDS_GC_GUARD = (3, 11, 0) <= sys.version_info[:3] <= (3, 11, 8
 
 _MAX_INTERVAL = 0.1
 
+#: Seconds between two looks of the sampler thread for new work when it knows of none.
+IDLE_POLL = 0.05
+
 #: The environ key under which a request lists the threads working for it
 #: (see ``PerfAlert._install_async_link``).
 LINKED_THREADS = "perfalert.threads"
@@ -158,8 +161,7 @@ class Sampler:
         self.signal_refused = False
         self.thread: threading.Thread | None = None
         self.wake = threading.Event()
-        #: True while the sampler thread is (about to be) idle; set before it looks
-        #: for work, so a request that registers meanwhile is never missed.
+        #: True until the sampler thread is started (by the first work it samples).
         self.thread_waiting = True
         self.main_thread_id = threading.main_thread().ident
         #: Seconds spent sampling, and since when, for overhead control and stats.
@@ -288,27 +290,33 @@ class Sampler:
         payload = entry[3]
         return not (isinstance(payload, dict) and payload.get(LINKED_THREADS))
 
-    def _thread_targets(self) -> bool:
-        return not all(self._by_signal(e) for e in list(self.active.values()))
-
     def _run_thread(self) -> None:
+        # Requests never wake this thread (that cost every request of a gthread
+        # worker a context switch): it sleeps until the earliest arm point of the
+        # work it samples, or IDLE_POLL when it knows of none.
         keep_sampling_signal_off_this_thread()
         while True:
-            if not self._thread_targets():
-                self.thread_waiting = True
-                if not self._thread_targets():
-                    self.wake.wait()
-                self.wake.clear()
-                self.thread_waiting = False
-                continue
-            time.sleep(self.interval)
             try:
-                self.tick(main_frame=None, thread_only=True)
+                sampling = self.tick(main_frame=None, thread_only=True)
             except Exception:  # pragma: no cover
                 logger.exception("Flask-PerfAlert sampler failed")
+                sampling = False
+            self.wake.wait(self.interval if sampling else self._until_next_arm())
+            self.wake.clear()
 
-    def tick(self, main_frame: FrameType | None, thread_only: bool = False) -> None:
-        """Take one sample of every armed entry this caller is responsible for."""
+    def _until_next_arm(self) -> float:
+        now = time.perf_counter()
+        delay = IDLE_POLL
+        for key, entry in list(self.active.items()):
+            if key not in self.armed and not self._by_signal(entry):
+                delay = min(delay, entry[0] + entry[2].min_arm_delay - now)
+        return max(delay, self.interval)
+
+    def tick(self, main_frame: FrameType | None, thread_only: bool = False) -> bool:
+        """Take one sample of every armed entry this caller is responsible for.
+
+        True when something was sampled (and so will want sampling again soon).
+        """
         now = time.perf_counter()
         frames: dict[int, FrameType] | None = None
         stacks: dict[int, tuple[str, ...]] = {}
@@ -356,6 +364,7 @@ class Sampler:
         # Each app's stats carry the share of the sampler's time spent on its work.
         for stats in sampled:
             stats.sampler_seconds += cost / len(sampled)
+        return bool(sampled)
         self._control_overhead(now, cost)
 
     def _control_overhead(self, now: float, cost: float) -> None:
