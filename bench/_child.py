@@ -50,8 +50,11 @@ def summarise(latencies: list[float], wall: float) -> dict[str, Any]:
     }
 
 
-def make_caller(app: Callable[..., Any]) -> Callable[[str, str], tuple[float, float, float, str]]:
-    """A minimal WSGI server loop: one request, returns (start, body sent, closed, status)."""
+def make_caller(app: Callable[..., Any]) -> Callable[..., tuple[float, float, float, str]]:
+    """A minimal WSGI server loop: one request, returns (start, body sent, closed, status).
+
+    ``sent``, a list, receives the process CPU time when the body was sent.
+    """
     base = EnvironBuilder(path="/", base_url="http://127.0.0.1:8000/").get_environ()
     status: list[str] = []
 
@@ -62,7 +65,9 @@ def make_caller(app: Callable[..., Any]) -> Callable[[str, str], tuple[float, fl
         status.append(line)
         return write
 
-    def call(path: str, query: str = "") -> tuple[float, float, float, str]:
+    def call(
+        path: str, query: str = "", sent: list[float] | None = None
+    ) -> tuple[float, float, float, str]:
         environ = base.copy()
         environ["PATH_INFO"] = path
         environ["QUERY_STRING"] = query
@@ -74,6 +79,8 @@ def make_caller(app: Callable[..., Any]) -> Callable[[str, str], tuple[float, fl
         for _chunk in body:
             pass
         t1 = perf_counter()
+        if sent is not None:
+            sent.append(process_time())
         close = getattr(body, "close", None)
         if close is not None:
             close()
@@ -81,6 +88,30 @@ def make_caller(app: Callable[..., Any]) -> Callable[[str, str], tuple[float, fl
         return t0, t1, t2, status[-1] if status else ""
 
     return call
+
+
+class _GCClock:
+    """Counts the garbage collector's runs and the time they take (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> None:
+        self.collections = 0
+        self.seconds = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = perf_counter()
+        else:
+            self.collections += 1
+            self.seconds += perf_counter() - self._started
+
+
+gc_clock = _GCClock()
 
 
 def _start_and_join_thread() -> None:
@@ -110,6 +141,7 @@ def task_fast(spec: dict[str, Any]) -> dict[str, Any]:
                 break
         latencies: list[float] = []
         limit = spec.get("max_requests", 1_000_000)
+        gc_clock.reset()
         cpu0 = process_time()
         began = perf_counter()
         deadline = began + spec["seconds"]
@@ -118,8 +150,11 @@ def task_fast(spec: dict[str, Any]) -> dict[str, Any]:
             latencies.append(t2 - t0)
             if t2 >= deadline and len(latencies) >= spec.get("min_requests", 20):
                 break
+        cpu = process_time() - cpu0
         out[kind] = summarise(latencies, perf_counter() - began)
-        out[kind]["cpu"] = (process_time() - cpu0) / len(latencies)
+        out[kind]["cpu"] = cpu / len(latencies)
+        out[kind]["gc_collections"] = gc_clock.collections
+        out[kind]["gc_seconds"] = gc_clock.seconds
     return out
 
 
@@ -131,9 +166,10 @@ def task_slow(spec: dict[str, Any]) -> dict[str, Any]:
         call(apps.FAST_KINDS["json"])
     kind = spec["kind"]
     rid = f"{spec['mode']}-{os.getpid()}-0"
+    cpu_at_sent: list[float] = []
     cpu0 = process_time()
-    t0, t1, t2, status = call(apps.SLOW_KINDS[kind], f"rid={rid}")
-    cpu = process_time() - cpu0
+    t0, t1, t2, status = call(apps.SLOW_KINDS[kind], f"rid={rid}", sent=cpu_at_sent)
+    cpu = cpu_at_sent[0] - cpu0
     truth = apps.TRUTH.get(rid, {})
     result: dict[str, Any] = {
         "status": status,
@@ -257,6 +293,50 @@ def task_wrapper(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def task_sampler(spec: dict[str, Any]) -> dict[str, Any]:
+    """A CPU-bound call sampled from its first millisecond, on the main thread or another.
+
+    On the main thread the sampler ticks from SIGALRM; on another thread (as in a
+    gthread worker) a sampler thread ticks, and each tick must take the GIL from
+    the working thread. Bare runs use the same thread layout without the extension.
+    The work times itself (wall and process CPU), so the event made after it is
+    not counted.
+    """
+    units = spec["units"]
+    result: dict[str, Any] = {}
+
+    def work(n: int) -> int:
+        cpu0 = process_time()
+        t0 = perf_counter()
+        value = apps.compute_tree(n)
+        result["seconds"] = perf_counter() - t0
+        result["cpu_seconds"] = process_time() - cpu0
+        return value
+
+    func: Callable[[int], int] = work
+    if spec["mode"] != "bare":
+        from flask import Flask
+
+        from flask_perfalert import PerfAlert
+
+        app = Flask(__name__)
+        perf = PerfAlert(app, profiler=spec["mode"], file_enabled=False)
+        func = perf.watch(threshold=spec["threshold"])(work)
+
+    if spec["where"] == "thread":
+        thread = threading.Thread(target=func, args=(units,))
+        thread.start()
+        thread.join()
+    else:
+        func(units)
+    if spec["mode"] == "sampling":
+        from flask_perfalert._sampler import SAMPLER
+
+        result["samples"] = SAMPLER.samples_taken
+        result["interval"] = SAMPLER.interval
+    return result
+
+
 def task_calibrate(spec: dict[str, Any]) -> dict[str, Any]:
     """Seconds per unit of work of each part function, on this machine (best of 3)."""
     import sqlite3
@@ -293,6 +373,7 @@ TASKS = {
     "slow": task_slow,
     "memory": task_memory,
     "wrapper": task_wrapper,
+    "sampler": task_sampler,
     "calibrate": task_calibrate,
 }
 

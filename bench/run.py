@@ -54,8 +54,8 @@ class Config:
     rounds: int = 5
     inprocess_seconds: float = 0.6
     warmup_seconds: float = 0.15
-    gunicorn_rounds: int = 3
-    gunicorn_seconds: float = 2.0
+    gunicorn_rounds: int = 5
+    gunicorn_seconds: float = 1.0
     slow_rounds: int = 5
     slow_target: float = TARGET_SECONDS
     threshold: float | None = None
@@ -65,6 +65,7 @@ class Config:
     thread_rounds: int = 7
     wrapper_blocks: int = 20
     wrapper_block_size: int = 5_000
+    sampler_rounds: int = 5
     client: str = "auto"
     kinds_per_child: int = 1
 
@@ -86,6 +87,7 @@ class Config:
             thread_rounds=1,
             wrapper_blocks=2,
             wrapper_block_size=200,
+            sampler_rounds=1,
             client="python",
             kinds_per_child=len(FAST_KINDS),
         )
@@ -258,14 +260,11 @@ class Runner:
                 result[kind]["cpu"] = (server.worker_cpu() - cpu0) / max(result[kind]["n"], 1)
             for kind, path in SLOW_KINDS.items():
                 rid = f"{worker}-{mode}-{round_no}-{kind}"
-                cpu0 = server.worker_cpu()
                 status, body, seconds = _load.http_get(server.port, f"{path}?rid={rid}")
-                cpu = server.worker_cpu() - cpu0
                 view = json.loads(body)
                 result[kind] = {
                     "status": status,
                     "response_seconds": seconds,
-                    "cpu_seconds": cpu,
                     "view_seconds": view["view_seconds"],
                     "true_parts": {name: s for name, _, _, s in view["parts"]},
                     "rid": rid,
@@ -361,6 +360,30 @@ class Runner:
             )
         return out
 
+    def run_sampler(self) -> list[dict[str, Any]]:
+        """A CPU-bound call sampled from the start: main thread (SIGALRM) vs another thread."""
+        cfg = self.config
+        units = json.loads(self.env["BENCH_CALIBRATION"])["cpu"][0] * 2
+        threshold = 0.01 if not cfg.quick else 0.001
+        rounds: list[dict[str, Any]] = []
+        for r in range(cfg.sampler_rounds):
+            self.say(f"sampler on a CPU-bound call, round {r + 1}/{cfg.sampler_rounds}")
+            per: dict[str, Any] = {}
+            for where in ("main", "thread"):
+                order = ("bare", "sampling") if r % 2 == 0 else ("sampling", "bare")
+                for mode in order:
+                    per[f"{where}/{mode}"] = self.child(
+                        {
+                            "task": "sampler",
+                            "mode": mode,
+                            "where": where,
+                            "units": units,
+                            "threshold": threshold,
+                        }
+                    )
+            rounds.append(per)
+        return rounds
+
     @property
     def client(self) -> str:
         choice = self.config.client
@@ -419,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny run (smoke test)")
     parser.add_argument(
         "--only",
-        default="inprocess,gunicorn,slow,memory,threads,wrapper",
+        default="inprocess,gunicorn,slow,threads,wrapper,sampler,memory",
         help="comma-separated sections to run",
     )
     parser.add_argument("--rounds", type=int, help="in-process rounds")
@@ -464,11 +487,12 @@ def main(argv: list[str] | None = None) -> int:
             "slow": runner.run_slow,
             "threads": runner.run_threads,
             "wrapper": runner.run_wrapper,
+            "sampler": runner.run_sampler,
             "memory": runner.run_memory,
         }
         results["timings"] = {}
         try:
-            if {"gunicorn", "slow"} & set(sections):
+            if {"gunicorn", "slow", "sampler"} & set(sections):
                 results["calibration"] = runner.calibrate()
             for name, step in steps.items():
                 if name in sections:
