@@ -8,7 +8,9 @@ runs for minutes costs memory by the variety of its stacks, not its length.
 
 from __future__ import annotations
 
+import time
 from types import CodeType
+from typing import Any
 
 from ._pyinstrument_compat import synthetic_identifier
 
@@ -21,6 +23,13 @@ def _without_lines(stack: tuple[str, ...]) -> tuple[str, ...]:
     # Dropping the line attributes merges samples by function, which is what a
     # call tree shows anyway; only the per-line detail is lost.
     return tuple(info.split("\x01l", 1)[0] for info in stack)
+
+
+def _cpu_clock(thread_id: int) -> int | None:
+    try:
+        return time.pthread_getcpuclockid(thread_id)
+    except (AttributeError, OSError, OverflowError):  # not Linux/BSD, or a gone thread
+        return None
 
 
 class Measurement:
@@ -38,6 +47,10 @@ class Measurement:
         "first_sample_at",
         "last_sample_at",
         "interval",
+        "environ",
+        "cpu_clock",
+        "cpu_first",
+        "cpu_last",
     )
 
     def __init__(
@@ -62,11 +75,22 @@ class Measurement:
         self.first_sample_at = 0.0
         self.last_sample_at = 0.0
         self.interval = 0.0
+        #: A request's WSGI environ until its Flask request has been captured.
+        self.environ: dict[str, Any] | None = None
+        #: The thread's CPU clock, read at the first and the last sample.
+        self.cpu_clock = _cpu_clock(thread_id)
+        self.cpu_first = self.cpu_last = 0.0
 
     def add_sample(self, stack: tuple[str, ...], now: float) -> None:
         """Count ``stack`` for the time since the previous sample (or the arm point)."""
+        if self.cpu_clock is not None:
+            try:
+                self.cpu_last = time.clock_gettime(self.cpu_clock)
+            except OSError:  # the thread has just ended
+                self.cpu_clock = None
         if self.sample_count == 0:
             self.first_sample_at = previous = self.arm_at
+            self.cpu_first = self.cpu_last
         else:
             previous = self.last_sample_at
         self.last_sample_at = now

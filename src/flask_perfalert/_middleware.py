@@ -1,97 +1,214 @@
 """The request timer: a thin WSGI wrapper around ``app.wsgi_app``.
 
-Measured against Flask ``before_request``/``after_request`` hooks, a WSGI
-wrapper costs a fraction (see docs/performance.rst), and it times what the
-client waits for: from the moment the app is called until the response body
-has been sent and closed, including routing, errors and streaming.
+It times what the client waits for: from the moment the app is called until
+the server closes the response after its last byte, so routing, errors and
+streamed bodies are included. Everything after that (the slow-request
+decision, the event, the signal) runs in the close call-back.
 
-Everything after the body is sent (the slow-request decision, the event, the
-signal) runs in ``close()``, which WSGI servers call after the last byte.
+Every request pays for this code, so it is written for the fewest Python
+calls (each costs about as much as 0.3% of a trivial Flask request): no
+``before_request``/``after_request`` hooks, no wrapped ``start_response``, no
+wrapper object around the body when Werkzeug's ``ClosingIterator`` can carry
+the call-back. The numbers are in docs/performance.rst.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator
+from functools import partial
 from threading import get_ident
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
+
+from werkzeug.wsgi import ClosingIterator
+
+from ._sampler import SAMPLER
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+    from ._measurement import Measurement
     from ._monitor import AppMonitor
 
-_perf_counter = time.perf_counter
-ENVIRON_ENTRY = "perfalert.entry"
+logger = logging.getLogger("flask_perfalert")
+
+#: WSGI environ keys of this extension.
+#: Set on requests whose URL path is excluded (PERFALERT_EXCLUDE globs).
+ENVIRON_EXCLUDED = "perfalert.excluded"
+ENVIRON_PROFILER = "perfalert.profiler"
 
 
-class RequestTimer:
-    """Wraps one app's ``wsgi_app``; ``monitor`` is swapped when ``init_app`` runs again."""
+class TimerState:
+    """What the installed wrapper reads on every request, copied from the app's monitor.
 
-    def __init__(self, wsgi_app: WSGIApplication, monitor: AppMonitor) -> None:
-        self.wsgi_app = wsgi_app
+    ``init_app`` calls :meth:`use` again when it re-reads the settings. Slots,
+    because attribute look-ups on the hot path are a measurable share of its cost.
+    The sampler treats it like a monitor: ``min_arm_delay`` and ``arm(entry)``.
+    """
+
+    __slots__ = (
+        "wrapped",
+        "monitor",
+        "path_glob",
+        "pyinstrument",
+        "min_threshold",
+        "min_arm_delay",
+        "notable",
+        "arm",
+        "capture",
+        "stats",
+    )
+
+    def __init__(self, wrapped: WSGIApplication, monitor: AppMonitor) -> None:
+        self.wrapped = wrapped
+        self.use(monitor)
+
+    def use(self, monitor: AppMonitor) -> None:
         self.monitor = monitor
+        self.path_glob = monitor.path_glob
+        self.pyinstrument = monitor.pyinstrument
+        # With pyinstrument every request has a profiler to stop: treat all as "slow".
+        self.min_threshold = 0.0 if monitor.pyinstrument else monitor.min_threshold
+        self.min_arm_delay = monitor.min_arm_delay
+        #: Below this a request was neither armed by the sampler nor slow.
+        self.notable = min(self.min_arm_delay, self.min_threshold)
+        self.arm = monitor.arm
+        self.capture = monitor.capture
+        self.stats = monitor.stats
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+
+def install_timer(
+    wsgi_app: WSGIApplication, monitor: Any, sampler: Any = SAMPLER
+) -> WSGIApplication:
+    """A ``wsgi_app`` that times every request of ``monitor``'s app.
+
+    A plain function, not an object with ``__call__``, which costs an extra
+    slot look-up per request.
+    """
+    # Closure cells: cheaper to reach than globals, and unlike default arguments
+    # they are not copied into every call's frame.
+    _state = TimerState(wsgi_app, monitor)
+    _perf_counter = perf_counter
+    _get_ident = get_ident
+    _sampler = sampler
+    _active = sampler.active
+    _armed = sampler.armed
+    _closing = ClosingIterator
+
+    def perfalert_wsgi_app(
+        environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
         start = _perf_counter()
-        monitor = self.monitor
-        if monitor.path_excluded(environ.get("PATH_INFO", "")):
-            return self.wsgi_app(environ, start_response)
-        entry = (start, get_ident(), monitor, environ)
-        environ[ENVIRON_ENTRY] = entry
-        token = monitor.policy.begin(entry)
-        status: list[str] = []
-
-        def timed_start_response(
-            status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Callable[[bytes], object]:
-            status.append(status_line)
-            return start_response(status_line, headers, exc_info)
-
-        monitor.stats.own_seconds += _perf_counter() - start
+        excluded = _state.path_glob
+        if excluded is not None and excluded(environ.get("PATH_INFO", "")) is not None:
+            environ[ENVIRON_EXCLUDED] = True
+            return _state.wrapped(environ, start_response)
+        entry = (start, _get_ident(), _state, environ)
+        key = id(entry)
+        # SAMPLER.register(entry), inlined.
+        _active[key] = entry
+        if entry[1] == _sampler.main_thread_id:
+            if not _sampler.timer_running:
+                _sampler.start_for(entry)
+        elif _sampler.thread_waiting:
+            _sampler.wake_thread()
+        if _state.pyinstrument:
+            environ[ENVIRON_PROFILER] = _state.monitor.policy.start_pyinstrument(entry)
         try:
-            body = self.wsgi_app(environ, timed_start_response)
+            body = _state.wrapped(environ, start_response)
         except BaseException:
-            self._finish(entry, token, "500 INTERNAL SERVER ERROR")
+            finish(entry, 500)
             raise
-        file_wrapper = environ.get("wsgi.file_wrapper")
-        if file_wrapper is not None and isinstance(file_wrapper, type):
-            if isinstance(body, file_wrapper):
-                # Keep the server's sendfile path: time ends before the file is sent.
-                self._finish(entry, token, status[-1] if status else None)
-                return body
-        return _TimedBody(body, self, entry, token, status)
-
-    def _finish(self, entry: tuple[Any, ...], token: Any, status: str | None) -> None:
-        end = _perf_counter()
-        monitor = entry[2]
+        if type(body) is not _closing:
+            return _wrap_other_body(body, entry, environ)
+        # Werkzeug's Response.get_app_iter() returns ClosingIterator(..., response.close).
         try:
-            monitor.finish_request(entry, token, status, end)
-        except Exception:
-            import logging
+            response = body._callbacks[-1].__self__  # type: ignore[attr-defined]
+            streamed = type(response.response) is not list
+        except (AttributeError, IndexError):
+            response, streamed = None, True
+        if streamed:
+            # The work happens while the server iterates: time it to close().
+            body._callbacks.append(partial(finish, entry, getattr(response, "status_code", None)))
+            return body
+        # Not streamed: the view has done all its work; what is left is copying
+        # bytes to the socket. A fast request ends here, with no call-back at all.
+        end = _perf_counter()
+        _active.pop(key, None)
+        duration = end - start
+        stats = _state.stats
+        stats.requests += 1
+        stats.monitored_seconds += duration
+        if end >= stats.flush_due:
+            body._callbacks.append(stats.flush)
+        if duration >= _state.notable:
+            # Only an entry that ran past min_arm_delay can have been armed.
+            measurement = _armed.pop(key, None)
+            if duration >= _state.min_threshold:
+                # Slow: the event, its signal and its alerts wait until the response is sent.
+                body._callbacks.append(
+                    partial(after_response, entry, measurement, response.status_code, end)
+                )
+        return body
 
-            logging.getLogger("flask_perfalert").exception("Flask-PerfAlert failed on a request")
-        monitor.stats.own_seconds += _perf_counter() - end
+    perfalert_wsgi_app.perfalert_state = _state  # type: ignore[attr-defined]
+    return perfalert_wsgi_app
+
+
+def timer_state(wsgi_app: object) -> TimerState | None:
+    """The state of a ``wsgi_app`` made by :func:`install_timer`, else None."""
+    return getattr(wsgi_app, "perfalert_state", None)
+
+
+def _wrap_other_body(
+    body: Iterable[bytes], entry: tuple[Any, ...], environ: WSGIEnvironment
+) -> Iterable[bytes]:
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+        # Keep the server's sendfile path: timing ends before the file is sent.
+        finish(entry)
+        return body
+    return _TimedBody(body, entry)
+
+
+def finish(entry: tuple[Any, ...], status: int | None = None) -> None:
+    """A streamed (or otherwise wrapped) response is closed: end its measurement."""
+    end = perf_counter()
+    key = id(entry)
+    SAMPLER.active.pop(key, None)
+    measurement = SAMPLER.armed.pop(key, None)
+    state = entry[2]
+    duration = end - entry[0]
+    stats = state.stats
+    stats.requests += 1
+    stats.monitored_seconds += duration
+    if end >= stats.flush_due:
+        stats.flush()
+    if duration >= state.min_threshold:
+        after_response(entry, measurement, status, end)
+
+
+def after_response(
+    entry: tuple[Any, ...], measurement: Measurement | None, status: int | None, end: float
+) -> None:
+    """A request that took at least the lowest threshold has been sent."""
+    began = perf_counter()
+    try:
+        entry[2].monitor.finish_request(entry, measurement, status, end)
+    except Exception:
+        logger.exception("Flask-PerfAlert failed after a request")
+    entry[2].stats.after_response_seconds += perf_counter() - began
 
 
 class _TimedBody:
-    """The response body, passed through; closing it ends the measurement."""
+    """A body that is not a ``ClosingIterator``, passed through; closing it finishes."""
 
-    __slots__ = ("_body", "_timer", "_entry", "_token", "_status", "_closed")
+    __slots__ = ("_body", "_entry", "_closed")
 
-    def __init__(
-        self,
-        body: Iterable[bytes],
-        timer: RequestTimer,
-        entry: tuple[Any, ...],
-        token: Any,
-        status: list[str],
-    ) -> None:
+    def __init__(self, body: Iterable[bytes], entry: tuple[Any, ...]) -> None:
         self._body = body
-        self._timer = timer
         self._entry = entry
-        self._token = token
-        self._status = status
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -106,5 +223,79 @@ class _TimedBody:
             if close is not None:
                 close()
         finally:
-            status = self._status
-            self._timer._finish(self._entry, self._token, status[-1] if status else None)
+            finish(self._entry)
+
+
+# -- the extension's own cost --------------------------------------------------------
+
+_request_cost: float | None = None
+
+
+class _IdleSampler:
+    """Stands in for the sampler while the cost is measured: never starts a timer."""
+
+    main_thread_id = -1
+    timer_running = True
+    thread_waiting = False
+
+    def __init__(self) -> None:
+        self.active: dict[int, Any] = {}
+        self.armed: dict[int, Any] = {}
+
+
+class _Response:
+    response: list[bytes] = []
+    status_code = 200
+
+    def close(self) -> None:
+        pass
+
+
+def request_path_cost(rounds: int = 9, calls: int = 300) -> float:
+    """Seconds the request timer adds to one fast request, measured in this process.
+
+    Timing every request would itself cost more than the timer does, so the
+    per-request cost is measured once (a few milliseconds, on first use): the
+    timer around a do-nothing WSGI app against that app alone, rounds
+    interleaved, median of the differences.
+    """
+    global _request_cost
+    if _request_cost is not None:
+        return _request_cost
+    from types import SimpleNamespace
+
+    from ._stats import Stats
+
+    response = _Response()
+
+    def inner(environ: WSGIEnvironment, start_response: StartResponse) -> ClosingIterator:
+        return ClosingIterator([], response.close)
+
+    stub = SimpleNamespace(
+        path_glob=None,
+        pyinstrument=False,
+        min_threshold=1e9,
+        min_arm_delay=1e9,
+        arm=None,
+        capture=None,
+        stats=Stats(),
+    )
+    timed = install_timer(inner, stub, sampler=_IdleSampler())
+    environ: dict[str, Any] = {"PATH_INFO": "/"}
+
+    def start_response(*args: Any) -> Any:
+        return None
+
+    differences = []
+    for _ in range(rounds):
+        t0 = perf_counter()
+        for _ in range(calls):
+            inner(environ, start_response).close()
+        t1 = perf_counter()
+        for _ in range(calls):
+            timed(environ, start_response).close()  # type: ignore[attr-defined]
+        t2 = perf_counter()
+        differences.append(((t2 - t1) - (t1 - t0)) / calls)
+    differences.sort()
+    _request_cost = max(differences[len(differences) // 2], 0.0)
+    return _request_cost

@@ -14,16 +14,22 @@ import re
 import socket
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, Request
 
 from ._measurement import Measurement
+from ._middleware import ENVIRON_PROFILER
 from ._profiling import ProfilingPolicy
 from ._redaction import Redactor
-from ._request_info import request_headers, request_params, request_url
+from ._request_info import (
+    profile_description,
+    request_headers,
+    request_params,
+    request_url,
+)
 from ._stats import Stats
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
@@ -31,6 +37,7 @@ from .signals import perf_slow_request
 from .storage import AlertStore, MemoryStore, open_store
 
 if TYPE_CHECKING:
+    from .alerts.mattermost import MattermostAlerts
     from .settings import LoadedSettings
 
 logger = logging.getLogger("flask_perfalert")
@@ -39,7 +46,6 @@ logger = logging.getLogger("flask_perfalert")
 ENVIRON_DEFERRED = "perfalert.deferred"
 ENVIRON_THREADS = "perfalert.threads"
 ENVIRON_SESSIONS = "perfalert.sessions"
-ENVIRON_ENTRY = "perfalert.entry"
 #: Flask clears environ["werkzeug.request"] when the request context ends; the
 #: request is kept here until the measurement is finished (see extension.py).
 ENVIRON_REQUEST = "perfalert.request"
@@ -78,15 +84,24 @@ class AppMonitor:
             item for item in settings.exclude if not item.startswith("/")
         )
         globs = [item for item in settings.exclude if item.startswith("/")]
-        self._path_excluded: Callable[[str], Any] | None = (
+        #: Matches an excluded URL path, or None when no path is excluded.
+        self.path_glob: Callable[[str], Any] | None = (
             re.compile("|".join(fnmatch.translate(g) for g in globs)).match if globs else None
         )
+        self.pyinstrument = self.policy.mode == "pyinstrument"
         self.host = socket.gethostname()
         self.store = self._open_store()
         self.file_alerts = FileAlerts(self) if settings.file_enabled else None
         self.subscribers: list[Callable[..., None]] = []
         if self.file_alerts is not None:
             self.subscribers.append(self.file_alerts.on_slow_request)
+        self.mattermost_alerts: MattermostAlerts | None = None
+        if settings.mattermost_enabled:
+            from .alerts.mattermost import MattermostAlerts  # imports the driver: only if used
+
+            self.mattermost_alerts = MattermostAlerts.from_settings(self)
+            if self.mattermost_alerts is not None:
+                self.subscribers.append(self.mattermost_alerts.on_slow_request)
 
     def _open_store(self) -> AlertStore:
         settings = self.settings
@@ -108,73 +123,97 @@ class AppMonitor:
         for receiver in self.subscribers:
             perf_slow_request.connect(receiver, sender=app)
 
+    def close(self) -> None:
+        """Release what this monitor opened (the store's connections)."""
+        try:
+            self.store.close()
+        except Exception:
+            logger.warning("Closing the alert store failed", exc_info=True)
+
     def disconnect(self, app: Flask) -> None:
         for receiver in self.subscribers:
             perf_slow_request.disconnect(receiver, sender=app)
 
     # -- thresholds and exclusion -------------------------------------------------
-    def path_excluded(self, path: str) -> bool:
-        return self._path_excluded is not None and self._path_excluded(path) is not None
-
     def threshold_for(self, endpoint: str | None) -> float:
         if endpoint is None:
             return self.threshold
         return self.endpoint_thresholds.get(endpoint, self.threshold)
 
     # -- the sampler's call-back -----------------------------------------------------
-    def arm(self, entry: tuple[Any, ...]) -> Measurement:
+    def arm(self, entry: Sequence[Any]) -> Measurement:
         """Make the measurement of an entry that reached the earliest arm point.
 
-        Called by the sampler (possibly inside its signal handler): no locks, no I/O.
+        Called by the sampler, possibly inside its signal handler: no locks, no I/O.
+        A request that is still running here keeps its request object for the
+        event (Flask forgets it when the request context ends).
         """
-        start, thread_id, _, payload = entry
+        start, thread_id, _, payload = entry[:4]
         after = self.settings.sample_after
+        sample = self.policy.samples
         if isinstance(payload, WatchCall):
-            return Measurement(start, thread_id, start + after * payload.threshold, payload.code)
-        request = payload.get(ENVIRON_REQUEST)
-        rule = getattr(request, "url_rule", None)
-        endpoint = rule.endpoint if rule is not None else None
-        m = Measurement(
-            start,
-            thread_id,
-            start + after * self.threshold_for(endpoint),
-            skip=endpoint in self.excluded_endpoints,
-        )
+            arm_at = start + after * payload.threshold
+            return Measurement(start, thread_id, arm_at, payload.code, skip=not sample)
+        m = Measurement(start, thread_id, start + after * self.threshold, skip=not sample)
         m.linked_threads = payload.setdefault(ENVIRON_THREADS, [])
+        m.environ = payload
+        self.capture(m)
         return m
+
+    def capture(self, m: Measurement) -> None:
+        """Keep the running request's Flask request object, once it has been routed.
+
+        Until then ``m.environ`` stays set and the sampler calls this again on
+        its next tick. The endpoint fixes the real threshold and arm point.
+        """
+        environ = m.environ
+        if environ is None:
+            return
+        request = environ.get("werkzeug.request")
+        # Before Flask's request exists, a test client's plain Werkzeug request
+        # may be there; and the endpoint is known only after routing.
+        if not isinstance(request, Request) or (
+            request.url_rule is None and request.routing_exception is None
+        ):
+            return
+        environ[ENVIRON_REQUEST] = request
+        m.environ = None
+        endpoint = request.url_rule.endpoint if request.url_rule is not None else None
+        m.arm_at = m.start + self.settings.sample_after * self.threshold_for(endpoint)
+        if endpoint in self.excluded_endpoints:
+            m.skip = True
 
     # -- the end of a request ------------------------------------------------------------
     def finish_request(
         self,
-        entry: tuple[Any, ...],
-        token: Any,
-        status: str | None,
+        entry: Sequence[Any],
+        measurement: Measurement | None,
+        status: int | None,
         end: float,
     ) -> None:
-        """The response is sent: count it, and if it was slow, make and send its event."""
-        collected = self.policy.end(token)
-        start, _, _, environ = entry
-        duration = end - start
-        stats = self.stats
-        stats.requests += 1
-        stats.monitored_seconds += duration
-        if duration < self.min_threshold:
-            environ.pop(ENVIRON_REQUEST, None)
-            return
+        """A response that took at least the lowest threshold was sent."""
+        start, _, _, environ = entry[:4]
+        collected: Any = measurement
+        if self.pyinstrument:
+            collected = self.policy.end(environ.pop(ENVIRON_PROFILER, None))
         request = environ.pop(ENVIRON_REQUEST, None)
+        app = self.app
+        if app is None:
+            return
+        if request is None:
+            request = _request_from_environ(app, environ)
         rule = getattr(request, "url_rule", None)
         endpoint = rule.endpoint if rule is not None else None
-        if endpoint in self.excluded_endpoints:
-            return
+        duration = end - start
         threshold = self.threshold_for(endpoint)
-        if duration >= threshold:
-            app = self.app
-            if app is None or request is None:
-                return
-            status_code = int(status.split(" ", 1)[0]) if status else 500
+        if endpoint not in self.excluded_endpoints and duration >= threshold:
             method = request.method
             result = self.policy.result(
-                collected, start, end, f"{method} {request.path}", environ.get(ENVIRON_SESSIONS)
+                collected,
+                start,
+                end,
+                profile_description(request, self.redactor),
+                environ.get(ENVIRON_SESSIONS),
             )
             event = SlowRequestEvent(
                 kind="request",
@@ -183,7 +222,7 @@ class AppMonitor:
                 method=method,
                 params=request_params(request, self.redactor),
                 headers=request_headers(request, self.redactor),
-                status_code=status_code,
+                status_code=status,
                 duration=duration,
                 threshold=threshold,
                 timestamp=_started_at(start),
@@ -194,10 +233,8 @@ class AppMonitor:
                 pid=os.getpid(),
             )
             self.emit(app, event)
-        for deferred in environ.get(ENVIRON_DEFERRED, ()):
-            app = self.app
-            if app is not None:
-                self.emit(app, deferred)
+        for deferred in environ.pop(ENVIRON_DEFERRED, ()):
+            self.emit(app, deferred)
 
     # -- watched functions ----------------------------------------------------------------
     def finish_function(
@@ -262,6 +299,21 @@ class AppMonitor:
         except Exception:
             logger.exception("The alert store failed; alerting anyway")
             return True
+
+
+def _request_from_environ(app: Flask, environ: dict[str, Any]) -> Request:
+    """A request rebuilt from the environ, for a slow request never seen while running.
+
+    Shallow: the body is not read again. The endpoint is matched afresh.
+    """
+    request = app.request_class(environ, populate_request=False, shallow=True)
+    try:
+        adapter = app.url_map.bind_to_environ(environ, server_name=app.config["SERVER_NAME"])
+        rule, args = adapter.match(return_rule=True)
+        request.url_rule, request.view_args = rule, dict(args)
+    except Exception:
+        pass  # unmatched (404, 405): no endpoint
+    return request
 
 
 def _started_at(start: float) -> datetime:

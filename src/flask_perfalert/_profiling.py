@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyinstrument import Profiler
 
+from . import _pyinstrument_compat as _compat
 from ._measurement import Measurement
 from ._pyinstrument_compat import combine, session_from_samples
 from ._sampler import SAMPLER, green_threads_in_use
@@ -48,28 +49,25 @@ class ProfilingPolicy:
         self.sample_after = settings.sample_after
         self.interval = settings.sample_interval
         self.green = green_threads_in_use()
+        #: Whether the sampler takes stacks (it also arms requests in every mode).
+        self.samples = self.mode == "sampling" and not self.green
         if self.mode == "sampling":
-            if self.green:
+            if self.green:  # pragma: no cover - needs gevent/eventlet patching
                 logger.warning(
                     "%s is patching threads: stack sampling cannot tell its greenlets "
                     "apart, so alerts will carry no profile. Use PERFALERT_PROFILER="
                     '"pyinstrument" or a sync/gthread worker for profiles.',
                     self.green,
                 )
-            else:
-                SAMPLER.configure(settings.sample_interval, settings.max_overhead)
-                SAMPLER.install_signal_handler()
+        SAMPLER.configure(settings.sample_interval, settings.max_overhead)
+        SAMPLER.install_signal_handler()
 
     def begin(self, entry: tuple[Any, ...]) -> Any:
-        """Start collecting for ``entry`` (see ``_sampler``); returns a token for ``end``."""
-        if self.mode == "sampling":
-            if self.green:
-                return None
-            SAMPLER.register(entry)
-            return entry
+        """Start collecting for a watched call's ``entry``; returns a token for ``end``."""
         if self.mode == "pyinstrument":
             return self.start_pyinstrument(entry)
-        return None
+        SAMPLER.register(entry)
+        return entry
 
     def start_pyinstrument(self, entry: tuple[Any, ...]) -> Any:
         # async_mode="disabled" lets a watched function nested in a profiled request
@@ -112,6 +110,8 @@ class ProfilingPolicy:
             return ProfileResult(
                 None, f"No profile: stack sampling is not possible under {self.green}."
             )
+        if _compat.incompatible is not None:
+            return ProfileResult(None, f"No profile: {_compat.incompatible}.")
         if collected is not None and not isinstance(collected, Measurement):
             session = collected
             for linked in linked_sessions or ():
@@ -144,5 +144,6 @@ class ProfilingPolicy:
             interval=m.interval,
             sample_count=m.sample_count,
             description=description,
+            cpu_time=max(m.cpu_last - m.cpu_first, 0.0),
         )
         return ProfileResult(session, note)

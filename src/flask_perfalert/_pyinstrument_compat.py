@@ -84,6 +84,7 @@ def session_from_samples(
     interval: float,
     sample_count: int,
     description: str,
+    cpu_time: float = 0.0,
 ) -> Session:
     """Make a pyinstrument session from ``(stack, seconds)`` samples."""
     records: list[tuple[list[str], float]] = [(list(stack), seconds) for stack, seconds in samples]
@@ -108,7 +109,7 @@ def session_from_samples(
             "sample_count": sample_count,
             "start_call_stack": start_stack,
             "target_description": description,
-            "cpu_time": 0.0,
+            "cpu_time": cpu_time,
             "sys_path": sys.path,
             "sys_prefixes": Session.current_sys_prefixes(),
         }
@@ -159,8 +160,26 @@ def hot_frames(session: Session, limit: int = 5) -> list[HotFrame]:
     ]
 
 
+#: Why this pyinstrument cannot be used for reports, or None; set by ``check_compatible``.
+incompatible: str | None = None
+
+
 def check_compatible() -> None:
-    """Raise RuntimeError if this pyinstrument breaks one of the assumptions above."""
+    """Raise RuntimeError if this pyinstrument breaks one of the assumptions above.
+
+    The reason is also kept in ``incompatible``: alerts then go out without a
+    call tree, saying why, instead of failing on every slow request.
+    """
+    global incompatible
+    try:
+        _check()
+    except Exception as exc:
+        incompatible = f"pyinstrument {_version()} is not supported ({type(exc).__name__}: {exc})"
+        raise RuntimeError(incompatible) from exc
+    incompatible = None
+
+
+def _check() -> None:
 
     def probe() -> tuple[str, ...]:
         return stack_of(sys._getframe())

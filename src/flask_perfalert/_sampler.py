@@ -78,6 +78,28 @@ def green_threads_in_use() -> str | None:
 class Sampler:
     """Samples the stacks of registered measurements that have passed their arm point."""
 
+    __slots__ = (
+        "interval",
+        "base_interval",
+        "max_overhead",
+        "active",
+        "armed",
+        "timer_running",
+        "ticking",
+        "handler_installed",
+        "signal_refused",
+        "thread",
+        "wake",
+        "thread_waiting",
+        "main_thread_id",
+        "cpu_seconds",
+        "since",
+        "_window_start",
+        "_window_cost",
+        "backed_off",
+        "samples_taken",
+    )
+
     def __init__(self) -> None:
         self._reset()
         # Nothing of a parent's sampler is valid in a forked child (gunicorn --preload):
@@ -88,13 +110,13 @@ class Sampler:
         # a timer still running then would kill the process.
         atexit.register(self.stop_timer)
 
-    timer_running: bool
-
     def stop_timer(self) -> None:
         self.active.clear()
         if self.timer_running:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.timer_running = False
+
+    timer_running: bool
 
     def _reset(self) -> None:
         self.interval = 0.005
@@ -102,14 +124,22 @@ class Sampler:
         self.max_overhead = 0.05
         #: Measurements running now, by id; GIL-atomic dict operations only, since
         #: the signal handler may interrupt the main thread anywhere.
-        self.active: dict[int, tuple[Any, ...]] = {}
-        #: Measurements of active entries that passed their arm point, by entry id.
-        self.armed: dict[int, Measurement] = {}
+        # Cleared in place, never replaced: the request timer binds these dicts.
+        if not hasattr(self, "active"):
+            self.active: dict[int, tuple[Any, ...]] = {}
+            #: Measurements of active entries that passed their arm point, by entry id.
+            self.armed: dict[int, Measurement] = {}
+        self.active.clear()
+        self.armed.clear()
         self.timer_running = False
+        self.ticking = False
         self.handler_installed = False
         self.signal_refused = False
         self.thread: threading.Thread | None = None
         self.wake = threading.Event()
+        #: True while the sampler thread is (about to be) idle; set before it looks
+        #: for work, so a request that registers meanwhile is never missed.
+        self.thread_waiting = True
         self.main_thread_id = threading.main_thread().ident
         #: Seconds spent sampling, and since when, for overhead control and stats.
         self.cpu_seconds = 0.0
@@ -163,12 +193,13 @@ class Sampler:
     # the cheapest thing a request can pay. A Measurement object is only made once
     # the entry passes its arm point, by the owner's ``arm(entry, now)``.
     def register(self, entry: tuple[Any, ...]) -> None:
+        """Start watching ``entry``; ``RequestTimer.__call__`` inlines this."""
         self.active[id(entry)] = entry
-        if entry[1] == self.main_thread_id and self.handler_installed:
+        if entry[1] == self.main_thread_id:
             if not self.timer_running:
-                self._start_timer(max(entry[0] + entry[2].min_arm_delay - time.perf_counter(), 0))
-        elif self.thread is None or not self.wake.is_set():
-            self._wake_thread()
+                self.start_for(entry)
+        elif self.thread_waiting:
+            self.wake_thread()
 
     def unregister(self, entry: tuple[Any, ...]) -> Measurement | None:
         """Stop sampling ``entry``; returns its measurement if it was armed."""
@@ -176,15 +207,27 @@ class Sampler:
         self.active.pop(key, None)
         return self.armed.pop(key, None)
 
+    def start_for(self, entry: tuple[Any, ...]) -> None:
+        """Make sure the main thread's ``entry`` gets a tick at its arm point."""
+        if self.handler_installed:
+            self._start_timer(entry[0] + entry[2].min_arm_delay - time.perf_counter())
+        elif self.thread_waiting:
+            self.wake_thread()
+
     # -- ticks ---------------------------------------------------------------------
     def _start_timer(self, delay: float) -> None:
         if not self._signal_usable():
-            self._wake_thread()
+            self.wake_thread()
             return
         self.timer_running = True
         signal.setitimer(signal.ITIMER_REAL, max(delay, 1e-4), self.interval)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Python runs a handler between any two bytecodes, even inside itself: a
+        # tick slower than the interval (a loaded machine) would sample its own frames.
+        if self.ticking:
+            return
+        self.ticking = True
         try:
             if not self.active:
                 # Disarm first, then look again: a measurement registered meanwhile
@@ -197,29 +240,31 @@ class Sampler:
             self.tick(main_frame=frame)
         except Exception:  # pragma: no cover - never let the handler hurt the app
             logger.exception("Flask-PerfAlert sampler failed")
+        finally:
+            self.ticking = False
 
-    def _wake_thread(self) -> None:
+    def wake_thread(self) -> None:
         if self.thread is None or not self.thread.is_alive():
             self.thread = threading.Thread(
                 target=self._run_thread, name="flask-perfalert-sampler", daemon=True
             )
-            self.wake.set()
+            self.thread_waiting = False
             self.thread.start()
         else:
             self.wake.set()
 
     def _thread_targets(self) -> bool:
-        for entry in list(self.active.values()):
-            if entry[1] != self.main_thread_id or not self.handler_installed:
-                return True
-        return False
+        main, by_signal = self.main_thread_id, self.handler_installed
+        return any(e[1] != main or not by_signal for e in list(self.active.values()))
 
     def _run_thread(self) -> None:
         while True:
             if not self._thread_targets():
-                self.wake.clear()
+                self.thread_waiting = True
                 if not self._thread_targets():
                     self.wake.wait()
+                self.wake.clear()
+                self.thread_waiting = False
                 continue
             time.sleep(self.interval)
             try:
@@ -248,6 +293,8 @@ class Sampler:
                 if key not in self.active:  # finished meanwhile
                     continue
                 armed[key] = m
+            if m.environ is not None:
+                entry[2].capture(m)
             if m.skip or now < m.arm_at:
                 continue
             stack = stacks.get(m.thread_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from ._sampler import SAMPLER
 
 
-@dataclass
+@dataclass(slots=True)
 class Stats:
     requests: int = 0
     functions: int = 0
@@ -22,9 +23,16 @@ class Stats:
     dropped: int = 0
     #: Seconds the monitored requests and functions took, in total.
     monitored_seconds: float = 0.0
-    #: Seconds spent in the extension's own code on the request path.
-    own_seconds: float = 0.0
+    #: Seconds spent handling slow requests after their response was sent (measured).
+    after_response_seconds: float = 0.0
+    #: perf_counter() time after which the request timer calls :meth:`flush` once
+    #: the response is sent (infinite: no shared store keeps counters).
+    flush_due: float = math.inf
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def flush(self) -> None:
+        """Hand the counters since the last flush to a shared store; see ``storage``."""
+        self.flush_due = math.inf
 
     def add(self, name: str, amount: int = 1) -> None:
         """Thread-safe increment, for counters touched off the request path."""
@@ -32,9 +40,15 @@ class Stats:
             setattr(self, name, getattr(self, name) + amount)
 
     def snapshot(self) -> dict[str, Any]:
+        from ._middleware import request_path_cost
+
         sampler = SAMPLER.cpu_seconds
         busy = self.monitored_seconds
-        overhead = (self.own_seconds + sampler) / busy if busy > 0 else 0.0
+        per_request = request_path_cost()
+        #: What the client waited for because of the extension: the timer's
+        #: measured per-request cost times the requests, and the sampler's time.
+        own = per_request * (self.requests + self.functions)
+        overhead = (own + sampler) / busy if busy > 0 else 0.0
         return {
             "scope": "this process",
             "requests": self.requests,
@@ -46,7 +60,9 @@ class Stats:
             "delivery_failures": self.delivery_failures,
             "spooled": self.spooled,
             "dropped": self.dropped,
-            "own_seconds": self.own_seconds,
+            "own_seconds": own,
+            "own_seconds_per_request": per_request,
+            "after_response_seconds": self.after_response_seconds,
             "sampler_seconds": sampler,
             "samples": SAMPLER.samples_taken,
             "sampler_interval": SAMPLER.interval,

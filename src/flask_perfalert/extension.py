@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 
 from flask import Flask, current_app, has_app_context, has_request_context, request
 
-from ._middleware import ENVIRON_ENTRY, RequestTimer
+from ._middleware import ENVIRON_EXCLUDED, install_timer, timer_state
 from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
 from .settings import PerfAlertSettings, load_settings
 
@@ -22,6 +22,10 @@ logger = logging.getLogger("flask_perfalert")
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXTENSION_KEY = "perfalert"
+
+#: Below this lowest threshold (seconds), requests keep their request object from
+#: the start; above it the sampler keeps it once a request passes its arm point.
+EARLY_CAPTURE_BELOW = 0.05
 
 
 class PerfAlert:
@@ -63,38 +67,43 @@ class PerfAlert:
             previous = self._monitors.get(app)
             if previous is not None:
                 previous.disconnect(app)
+                previous.close()
             monitor = AppMonitor(app, loaded, self._clock)
             self._monitors[app] = monitor
         app.extensions[EXTENSION_KEY] = self
         monitor.connect(app)
         self._install_timer(app, monitor)
-        self._install_request_capture(app)
+        if monitor.settings.enabled and monitor.min_threshold < EARLY_CAPTURE_BELOW:
+            self._install_request_capture(app)
         self._install_async_link(app)
         self._register_cli(app)
         _check_pyinstrument_once()
         logger.debug("Flask-PerfAlert set up for %s: %s", app.name, loaded.settings.masked())
 
     def _install_timer(self, app: Flask, monitor: AppMonitor) -> None:
-        wsgi_app = app.wsgi_app
-        timer = _find_timer(wsgi_app)
-        if timer is not None:
-            timer.monitor = monitor
+        state = timer_state(app.wsgi_app)
+        if state is not None:
+            state.use(monitor)
             if not monitor.settings.enabled:
-                app.wsgi_app = timer.wsgi_app  # type: ignore[method-assign,assignment]
+                app.wsgi_app = state.wrapped  # type: ignore[method-assign,assignment]
             return
         if monitor.settings.enabled:
-            app.wsgi_app = RequestTimer(wsgi_app, monitor)  # type: ignore[method-assign]
+            app.wsgi_app = install_timer(  # type: ignore[method-assign,assignment]
+                app.wsgi_app, monitor
+            )
 
     def _install_request_capture(self, app: Flask) -> None:
-        # Flask sets environ["werkzeug.request"] to None when the request context
-        # ends, before the response is sent; the timer needs the request after that.
+        # With thresholds this low a slow request may end before the sampler's
+        # first tick, which is where the request object is normally kept (Flask
+        # forgets it when the request context ends). Keep every request's instead,
+        # at the cost of one more call per request.
         if getattr(app.request_context, "_perfalert", False):
             return
         original = app.request_context
 
         def request_context(environ: dict[str, Any]) -> Any:
             ctx = original(environ)
-            if ENVIRON_ENTRY in environ:
+            if ENVIRON_EXCLUDED not in environ:
                 environ[ENVIRON_REQUEST] = ctx.request
             return ctx
 
@@ -113,7 +122,7 @@ class PerfAlert:
                 return original(func)
             environ = request.environ
             monitor = self._monitors.get(current_app._get_current_object())  # type: ignore[attr-defined]
-            if monitor is None or ENVIRON_ENTRY not in environ:
+            if monitor is None or ENVIRON_EXCLUDED in environ:
                 return original(func)
 
             @functools.wraps(func)
@@ -123,7 +132,8 @@ class PerfAlert:
                 threads.append(thread_id)
                 token = None
                 if monitor.policy.mode == "pyinstrument":
-                    token = monitor.policy.start_pyinstrument(environ[ENVIRON_ENTRY])
+                    entry = (time.perf_counter(), thread_id, monitor, environ)
+                    token = monitor.policy.start_pyinstrument(entry)
                 try:
                     return await func(*args, **kwargs)
                 finally:
@@ -240,7 +250,7 @@ class PerfAlert:
                 return None
             limit = threshold or monitor.endpoint_thresholds.get(name, monitor.threshold)
             environ = request.environ if has_request_context() else None
-            if environ is not None and ENVIRON_ENTRY not in environ:
+            if environ is not None and ENVIRON_EXCLUDED in environ:
                 environ = None  # the request itself is not monitored (excluded)
             entry = (
                 time.perf_counter(),
@@ -266,10 +276,6 @@ class PerfAlert:
             monitor.finish_function(entry, token, end, environ)
         except Exception:
             logger.exception("Flask-PerfAlert failed after a watched call")
-
-
-def _find_timer(wsgi_app: Any) -> RequestTimer | None:
-    return wsgi_app if isinstance(wsgi_app, RequestTimer) else None
 
 
 _checked = False

@@ -9,14 +9,24 @@ from __future__ import annotations
 import json
 from html import escape
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ._pyinstrument_compat import render_html_page
+
+#: Prefix of the ``<meta name=...>`` tags in a report's head (see ``render_meta``).
+META_PREFIX = "perfalert-"
 
 if TYPE_CHECKING:
     from .events import SlowRequestEvent
 
 _STYLE = """
 <style>
+/* pyinstrument's call tree fills its #app box (position: absolute; inset: 0): the page
+   is a column of the header, then the tree in the rest of the window. */
+html, body { height: 100%; }
+body { display: flex; flex-direction: column; margin: 0; }
+#app { flex: 1 1 auto; position: relative; min-height: 0; }
+#perfalert-header { flex: 0 0 auto; max-height: 55vh; overflow: auto; box-sizing: border-box; }
 #perfalert-header { font: 14px/1.45 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto,
   Helvetica, Arial, sans-serif; color: #1d2330; background: #fff; margin: 0;
   padding: 18px 24px 14px; border-bottom: 3px solid #d9822b; }
@@ -32,7 +42,11 @@ _STYLE = """
 #perfalert-header h2 { font-size: 14px; margin: 10px 0 4px; }
 #perfalert-header .note { color: #5c6370; font-size: 13px; margin: 6px 0 0; }
 #perfalert-header .share { text-align: right; padding-right: 12px; }
-#perfalert-header details { margin: 4px 0; }
+#perfalert-header details { margin: 0; }
+#perfalert-header summary { font-weight: 600; color: #5c6370; cursor: pointer; padding: 2px 0; }
+#perfalert-header .cols { display: flex; flex-wrap: wrap; align-items: flex-start;
+  gap: 6px 40px; }
+#perfalert-header .cols table { margin: 0; }
 </style>
 """
 
@@ -50,17 +64,28 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _title(event: SlowRequestEvent) -> str:
+    """What a person recognises: ``GET /orders/7`` for a request, ``name()`` for a function."""
+    what = event.endpoint or "(no endpoint)"
+    if event.kind != "request":
+        return f"{what}()"
+    try:
+        path = urlsplit(event.url).path if event.url else ""
+    except ValueError:  # a placeholder such as "[URL not available: ...]"
+        path = ""
+    return f"{event.method} {path or what}"
+
+
 def render_header(event: SlowRequestEvent) -> str:
     """The report's header block, as HTML."""
     what = event.endpoint or "(no endpoint)"
-    title = f"{event.method} {what}" if event.kind == "request" else f"{what}()"
+    title = _title(event)
     request_rows: list[tuple[str, Any]] = [
         ("Endpoint" if event.kind == "request" else "Function", what),
         ("Method", event.method),
         ("URL", event.url),
         ("Status", event.status_code),
-        ("Duration", f"{event.duration:.3f} s"),
-        ("Threshold", f"{event.threshold:.3f} s"),
+        # Duration and threshold are in the title and the line below it.
         ("Time", event.timestamp.isoformat(timespec="milliseconds")),
         ("Host / process", f"{event.host} / {event.pid}"),
     ]
@@ -71,7 +96,8 @@ def render_header(event: SlowRequestEvent) -> str:
         '<section id="perfalert-header">',
         f"<h1>{escape(title)} took <span class=dur>{event.duration:.3f} s</span></h1>",
         f'<p class="sub">Threshold {event.threshold:.3f} s &middot; '
-        f"{escape(event.timestamp.isoformat(timespec='seconds'))} &middot; Flask-PerfAlert</p>",
+        f"{escape(event.timestamp.strftime('%Y-%m-%d %H:%M:%S %Z'))} &middot; Flask-PerfAlert</p>",
+        '<div class="cols">',
         f'<table id="perfalert-request">{_rows(request_rows)}</table>',
     ]
     hot = event.hot_frames(5)
@@ -85,20 +111,54 @@ def render_header(event: SlowRequestEvent) -> str:
         parts.append("</table>")
     if event.params:
         parts.append(
-            "<details open><summary><b>Parameters</b></summary>"
+            "<details open><summary>Parameters</summary>"
             f'<table id="perfalert-params">{_rows(list(event.params.items()))}</table></details>'
         )
     if event.headers:
         parts.append(
-            "<details open><summary><b>Request headers</b></summary>"
+            "<details open><summary>Request headers</summary>"
             f'<table id="perfalert-headers">{_rows(list(event.headers.items()))}</table>'
             "</details>"
         )
+    parts.append("</div>")
     parts.append(f'<p class="note" id="perfalert-profile-note">{escape(event.profile_note)}</p>')
     parts.append("</section>")
     return "".join(parts)
 
 
+def render_meta(event: SlowRequestEvent) -> str:
+    """``<title>`` and ``<meta name="perfalert-*">`` tags for the page's head.
+
+    ``flask perfalert reports`` reads them from the first bytes of a report to
+    list its time, endpoint and duration without parsing the whole page.
+    """
+    title = _title(event)
+    meta = {
+        "kind": event.kind,
+        "endpoint": event.endpoint or "",
+        "method": event.method or "",
+        "status": "" if event.status_code is None else str(event.status_code),
+        "duration": repr(float(event.duration)),
+        "threshold": repr(float(event.threshold)),
+        "time": event.timestamp.isoformat(timespec="milliseconds"),
+    }
+    tags = "".join(
+        f'<meta name="{META_PREFIX}{name}" content="{escape(value, quote=True)}">'
+        for name, value in meta.items()
+    )
+    heading = f"{title} took {event.duration:.3f} s - Flask-PerfAlert"
+    return f"<title>{escape(heading)}</title>{tags}"
+
+
 def render_report(event: SlowRequestEvent) -> str:
     """The whole report page for ``event``."""
-    return render_html_page(event.profile, render_header(event))
+    page = render_html_page(event.profile, render_header(event))
+    # Right after <head> and its charset declaration, so the tags are in the first bytes.
+    head, sep, tail = page.partition("<head>")
+    if not sep:  # pragma: no cover - both page templates have a <head>
+        return page
+    charset = '<meta charset="utf-8">'
+    stripped = tail.lstrip()
+    if stripped.startswith(charset):
+        sep, tail = sep + charset, stripped[len(charset) :]
+    return f"{head}{sep}{render_meta(event)}{tail}"

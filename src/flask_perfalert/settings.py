@@ -21,10 +21,12 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .storage import masked_uri
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -69,7 +71,7 @@ class PerfAlertSettings(BaseSettings):
         gt=0,
         description="A request or watched function slower than this many seconds is slow.",
     )
-    endpoint_thresholds: dict[str, float] = Field(
+    endpoint_thresholds: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict,
         description="Per-endpoint thresholds in seconds, by Flask endpoint name (for a "
         "watched function, its module-qualified name). Overrides the global threshold.",
@@ -82,6 +84,7 @@ class PerfAlertSettings(BaseSettings):
     alert_window_days: float = Field(
         10.0,
         gt=0,
+        le=3650,
         description="De-duplication window: one alert per method and endpoint per window.",
     )
 
@@ -124,6 +127,7 @@ class PerfAlertSettings(BaseSettings):
     file_max_files: int = Field(
         1000,
         ge=1,
+        le=1_000_000_000,
         description="Keep at most this many reports in ``FILE_DIR``; the oldest of the "
         "extension's own reports are removed first.",
     )
@@ -184,14 +188,14 @@ class PerfAlertSettings(BaseSettings):
         default_factory=list,
         description="More parameter and header names whose values are replaced with "
         '``"[Filtered]"``, matched case-insensitively as substrings, in addition to the '
-        "built-in list.",
+        'built-in list (see :doc:`/security`). ``"*"`` hides every value.',
     )
 
     @field_validator("endpoint_thresholds", mode="before")
     @classmethod
     def _parse_mapping(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
+            return _json(value) if value.strip() else {}
         return value
 
     @field_validator("exclude", "redact_keys", mode="before")
@@ -200,7 +204,7 @@ class PerfAlertSettings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                return _json(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         if isinstance(value, tuple | set | frozenset):
             return list(value)
@@ -220,8 +224,17 @@ class PerfAlertSettings(BaseSettings):
                 value = MASK if value.get_secret_value() else ""
             elif isinstance(value, Path):
                 value = str(value)
+            elif isinstance(value, str) and "://" in value:
+                value = masked_uri(value)  # redis://:password@host, https://bot:pw@chat
             out[PREFIX + name.upper()] = value
         return out
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:  # not a ValueError: pydantic would not turn it into an error
+        raise ValueError("JSON nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -235,7 +248,10 @@ class LoadedSettings:
 def _describe(value: Any, secret: bool) -> str:
     if secret:
         return MASK
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # a huge int (beyond int->str limits), an object whose repr fails
+        return f"<unprintable {type(value).__name__}>"
     return text if len(text) <= 200 else text[:200] + "..."
 
 

@@ -4,7 +4,9 @@ Files are written off the request path by the delivery worker, atomically
 (a temporary file renamed into place), with mode 0600. Their names carry the
 time, a safe form of the endpoint and the event id, so they never collide and
 never leave the folder. Old reports are removed by count and by age; only
-files whose names this module made are ever touched.
+regular files whose names this module made are ever touched. A folder that
+cannot be written (missing and not creatable, full, read-only) costs one
+warning per ``WARN_INTERVAL``, never an exception in the app.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +32,15 @@ logger = logging.getLogger("flask_perfalert")
 
 REPORT_PREFIX = "perfalert-"
 REPORT_SUFFIX = ".html"
-_OWN_NAME = re.compile(r"^perfalert-\d{8}T\d{6}\.\d{6}Z-[A-Za-z0-9._-]{0,80}-[0-9a-f]{8,32}\.html$")
+_OWN_NAME = re.compile(r"^perfalert-\d{8}T\d{6}\.\d{6}Z-[A-Za-z0-9_-]{1,80}-[0-9a-f]{32}\.html$")
+#: Temporary files of an unfinished write (hidden, never mistaken for a report).
+TEMP_PREFIX = ".perfalert-"
+TEMP_SUFFIX = ".tmp"
+_OWN_TEMP = re.compile(r"^\.perfalert-[A-Za-z0-9_]{6,}\.tmp$")
+#: A temporary file this old was left by a crashed process; retention removes it.
+STALE_TEMP_SECONDS = 3600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
 #: At most one disk warning per this many seconds.
 WARN_INTERVAL = 300.0
 
@@ -40,19 +52,25 @@ def safe_name(endpoint: str | None) -> str:
 
 
 def report_name(event: SlowRequestEvent) -> str:
+    """``perfalert-<UTC time>-<safe endpoint>-<event id>.html``: unique, sortable by time."""
     stamp = event.timestamp.strftime("%Y%m%dT%H%M%S.%fZ")
-    return f"{REPORT_PREFIX}{stamp}-{safe_name(event.endpoint)}-{event.id}{REPORT_SUFFIX}"
+    ident = event.id if _EVENT_ID.match(event.id) else uuid.uuid4().hex
+    return f"{REPORT_PREFIX}{stamp}-{safe_name(event.endpoint)}-{ident}{REPORT_SUFFIX}"
 
 
 class FileAlerts:
     """Writes reports for one app; connected to the signal by ``AppMonitor``."""
 
-    def __init__(self, monitor: AppMonitor) -> None:
+    def __init__(
+        self, monitor: AppMonitor, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.monitor = monitor
         self.folder = Path(monitor.settings.file_dir)
         self.max_files = monitor.settings.file_max_files
         self.max_age = monitor.settings.file_max_age_days * 86400
-        self._last_warning = -WARN_INTERVAL
+        #: The clock of the disk-warning interval (tests pass a fake one).
+        self.monotonic = monotonic
+        self._last_warning: float | None = None
 
     def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
         if event.duplicate:
@@ -66,8 +84,10 @@ class FileAlerts:
             self.monitor.stats.add("dropped")
             return None
         try:
-            path = self._write_atomic(report_name(event), html.encode("utf-8"))
-        except OSError as exc:
+            # "replace": a file name with undecodable bytes in the call tree must not
+            # cost the report.
+            path = self._write_atomic(report_name(event), html.encode("utf-8", "replace"))
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in FILE_DIR
             self.monitor.stats.add("dropped")
             self.warn(f"Could not write the report for {event.summary()} to {self.folder}: {exc}")
             return None
@@ -76,8 +96,9 @@ class FileAlerts:
         return path
 
     def warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= WARN_INTERVAL:
+        """Log a disk problem: a warning at most once per ``WARN_INTERVAL``, else debug."""
+        now = self.monotonic()
+        if self._last_warning is None or now - self._last_warning >= WARN_INTERVAL:
             self._last_warning = now
             logger.warning("%s (further disk warnings muted for %.0fs)", message, WARN_INTERVAL)
         else:
@@ -91,7 +112,7 @@ class FileAlerts:
         path = (folder / name).resolve()
         if path.parent != folder:  # cannot happen with safe names; checked all the same
             raise OSError(f"refusing to write outside {folder}: {name!r}")
-        fd, tmp = tempfile.mkstemp(prefix=".perfalert-", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as handle:
@@ -111,17 +132,41 @@ class FileAlerts:
         """This extension's reports in the folder, newest first."""
         try:
             entries = [p for p in self.folder.iterdir() if _OWN_NAME.match(p.name)]
-        except OSError:
+        except (OSError, ValueError):
             return []
         return sorted(entries, key=lambda p: p.name, reverse=True)
 
     def prune(self) -> None:
-        """Remove reports beyond ``FILE_MAX_FILES`` and older than ``FILE_MAX_AGE_DAYS``."""
+        """Remove reports beyond ``FILE_MAX_FILES`` and older than ``FILE_MAX_AGE_DAYS``.
+
+        Runs on the delivery worker after each report. Only regular files named
+        like this module's reports count (never links, folders or other files),
+        and temporary files a crashed process left behind.
+        """
         now = time.time()
-        for index, path in enumerate(self.reports()):
+        kept = 0
+        for path in self.reports():
             try:
-                too_old = now - path.stat().st_mtime > self.max_age
-                if index >= self.max_files or too_old:
+                info = path.lstat()
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                if kept >= self.max_files or now - info.st_mtime > self.max_age:
+                    path.unlink()
+                else:
+                    kept += 1
+            except OSError:
+                continue
+        self._remove_stale_temps(now)
+
+    def _remove_stale_temps(self, now: float) -> None:
+        try:
+            temps = [p for p in self.folder.iterdir() if _OWN_TEMP.match(p.name)]
+        except (OSError, ValueError):
+            return
+        for path in temps:
+            try:
+                info = path.lstat()
+                if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_TEMP_SECONDS:
                     path.unlink()
             except OSError:
                 continue

@@ -7,6 +7,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from ._fork import renew_locks_after_fork
+
 #: Keys kept at most; the oldest claims are forgotten first.
 MAX_KEYS = 10_000
 
@@ -19,6 +21,7 @@ class MemoryStore:
         self.clock = clock
         self._expiry: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
 
     def claim(self, key: str, window_seconds: float) -> bool:
         key = self.prefix + key

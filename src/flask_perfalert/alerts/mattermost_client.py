@@ -1,0 +1,358 @@
+"""Talking to Mattermost through ``mattermostdriver``, and naming what went wrong.
+
+* :class:`MattermostClient` makes the three calls an alert needs (upload the
+  report, create the post, look a post up) and turns every failure into a
+  :class:`MattermostError` whose message is safe to log and to show: it never
+  contains the token, and it says what to do ("Mattermost rejected the token
+  (401)").
+* HTTP calls are bounded by the driver's ``request_timeout`` option, which it
+  passes to ``requests`` as ``timeout``; its ``timeout`` option only concerns
+  the websocket and does not bound HTTP calls.
+* The driver logs every error response on its own loggers; those records are
+  dropped and any token is masked in the rest (:func:`quiet_driver_logging`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import requests
+
+from ..settings import MASK
+from .mattermost_address import ServerAddress
+
+_DRIVER_LOGGERS = ("mattermostdriver", "mattermostdriver.api", "mattermostdriver.websocket")
+
+Kind = Literal["transient", "config", "entry"]
+
+
+class MattermostError(Exception):
+    """A failed call; ``str()`` is a message safe to log and show."""
+
+    def __init__(
+        self,
+        message: str,
+        kind: Kind,
+        status: int | None = None,
+        retry_after: float | None = None,
+        uncertain: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        #: ``"transient"``: try again later; ``"config"``: the settings or the
+        #: server's set-up must change; ``"entry"``: this alert cannot be sent.
+        self.kind = kind
+        self.status = status
+        #: Seconds the server asked us to wait (429 Retry-After).
+        self.retry_after = retry_after
+        #: The server may have done what was asked (a timed-out post).
+        self.uncertain = uncertain
+
+
+class _Scrubber(logging.Filter):
+    """Drops the driver's error records and masks tokens in the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            # The driver logs the server's answer to every failed call; ours is
+            # logged once, in words, by the caller.
+            return False
+        try:
+            text = record.getMessage()
+        except Exception:
+            return False
+        masked = scrub(text, self.secrets)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+_SCRUBBER = _Scrubber()
+
+
+def quiet_driver_logging(token: str) -> None:
+    """Keep ``token`` and the driver's error records out of every log."""
+    if token:
+        _SCRUBBER.secrets.add(token)
+    for name in _DRIVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if _SCRUBBER not in logger.filters:
+            logger.addFilter(_SCRUBBER)
+    # Child loggers the driver may create (mattermostdriver.api.channels, ...).
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("mattermostdriver."):
+            logger = logging.getLogger(name)
+            if _SCRUBBER not in logger.filters:
+                logger.addFilter(_SCRUBBER)
+
+
+def scrub(text: str, secrets: set[str] | frozenset[str] = frozenset()) -> str:
+    """``text`` with every known token replaced by the mask."""
+    for secret in secrets or _SCRUBBER.secrets:
+        if secret and secret in text:
+            text = text.replace(secret, MASK)
+    return re.sub(r"(?i)(bearer\s+)\S+", r"\1" + MASK, text)
+
+
+class MattermostClient:
+    """The calls an alert needs, against one channel of one server."""
+
+    def __init__(self, address: ServerAddress, token: str, channel_id: str, timeout: float) -> None:
+        from mattermostdriver import Driver
+
+        quiet_driver_logging(token)
+        self.address = address
+        self.channel_id = channel_id
+        self.timeout = timeout
+        self._token = token
+        self._driver = Driver(address.driver_options(token, timeout))
+        # A token needs no login call: set it as login() would.
+        self._driver.client.token = token
+
+    def __repr__(self) -> str:
+        return f"<MattermostClient {self.address.display} channel={self.channel_id}>"
+
+    def me(self) -> dict[str, Any]:
+        """The account the token belongs to (checks the token)."""
+        answer = self._call("check the token", lambda: self._driver.users.get_user("me"))
+        return answer if isinstance(answer, dict) else {}
+
+    def upload(self, name: str, data: bytes) -> str:
+        """Upload a file to the channel; its file id."""
+        answer = self._call(
+            "upload the report",
+            lambda: self._driver.files.upload_file(
+                self.channel_id, {"files": (name, data, "text/html")}
+            ),
+        )
+        try:
+            return str(answer["file_infos"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            raise MattermostError(
+                "the upload answer has no file id; is PERFALERT_MATTERMOST_URL a Mattermost "
+                "server?",
+                "transient",
+            ) from None
+
+    def create_post(
+        self, message: str, file_ids: list[str], pending_post_id: str, props: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create the post; the server's Post."""
+        options = {
+            "channel_id": self.channel_id,
+            "message": message,
+            "file_ids": file_ids,
+            # Mattermost's idempotency key: the same id again within its cache
+            # window (30 s) returns the post already made instead of a new one.
+            "pending_post_id": pending_post_id,
+            "props": props,
+        }
+        post = self._call("create the post", lambda: self._driver.posts.create_post(options))
+        if not isinstance(post, dict) or "id" not in post:
+            raise MattermostError(
+                "the post answer is not a post; is PERFALERT_MATTERMOST_URL a Mattermost server?",
+                "transient",
+                uncertain=True,
+            )
+        return post
+
+    def find_post(self, prop: str, value: str, since: float) -> dict[str, Any] | None:
+        """A post of the channel changed after ``since`` (epoch seconds) with ``props[prop]``."""
+        params = {"since": int(since * 1000)}
+        answer = self._call(
+            "look for the post",
+            lambda: self._driver.posts.get_posts_for_channel(self.channel_id, params),
+        )
+        posts = answer.get("posts") if isinstance(answer, dict) else None
+        for post in (posts or {}).values():
+            if isinstance(post, dict) and (post.get("props") or {}).get(prop) == value:
+                return post
+        return None
+
+    # -- errors -----------------------------------------------------------------------
+    def _call(self, what: str, call: Any) -> Any:
+        try:
+            return _json(call())
+        except ValueError:  # requests' JSONDecodeError too
+            # The answer was not JSON (a proxy's HTML page, another web server).
+            raise MattermostError(
+                f"could not {what}: the answer is not Mattermost's JSON API; is "
+                f"PERFALERT_MATTERMOST_URL ({self.address.display}) the Mattermost server?",
+                "transient",
+                uncertain=True,
+            ) from None
+        except requests.RequestException as exc:
+            raise self._explain(what, exc) from None
+
+    def _explain(self, what: str, exc: requests.RequestException) -> MattermostError:
+        where = self.address.display
+        if isinstance(exc, requests.ConnectTimeout):
+            return MattermostError(
+                f"could not {what}: no connection to {where} within {self.timeout:g} s (timeout)",
+                "transient",
+            )
+        if isinstance(exc, requests.Timeout):
+            return MattermostError(
+                f"could not {what}: {where} did not answer within {self.timeout:g} s (timeout)",
+                "transient",
+                uncertain=True,
+            )
+        if isinstance(exc, requests.ConnectionError):
+            return MattermostError(
+                f"could not {what}: {_connection_problem(exc, where)}",
+                "transient",
+                uncertain=not _refused(exc),
+            )
+        status = _status(exc)
+        server_said = _server_message(exc)
+        if status is None:
+            return MattermostError(
+                f"could not {what}: {scrub(type(exc).__name__)} talking to {where}",
+                "transient",
+                uncertain=True,
+            )
+        if status == 401:
+            return MattermostError(
+                "Mattermost rejected the token (401); check PERFALERT_MATTERMOST_TOKEN"
+                + server_said,
+                "config",
+                status,
+            )
+        if status == 403:
+            return MattermostError(
+                f"channel not found or bot not a member (403): could not {what} in channel "
+                f"{self.channel_id}; check PERFALERT_MATTERMOST_CHANNEL_ID and add the bot to "
+                f"the channel{server_said}",
+                "config",
+                status,
+            )
+        if status == 413:
+            return MattermostError(f"report too large (413){server_said}", "entry", status)
+        if status == 429:
+            return MattermostError(
+                f"could not {what}: Mattermost asks to slow down (429)",
+                "transient",
+                status,
+                retry_after=_retry_after(exc),
+            )
+        if status == 404:
+            return MattermostError(
+                f"could not {what}: not found (404) on {where}; is PERFALERT_MATTERMOST_URL "
+                f"the Mattermost server?{server_said}",
+                "config",
+                status,
+            )
+        if status == 501:
+            return MattermostError(
+                f"could not {what}: the feature is disabled on the server (501){server_said}",
+                "entry",
+                status,
+            )
+        if status >= 500:
+            return MattermostError(
+                f"could not {what}: Mattermost answered {status}{server_said}",
+                "transient",
+                status,
+                uncertain=True,
+            )
+        return MattermostError(
+            f"could not {what}: Mattermost refused the request ({status}){server_said}",
+            "entry",
+            status,
+        )
+
+
+def _json(answer: Any) -> Any:
+    # The driver hands back the raw response when the Content-Type is not
+    # exactly "application/json" (e.g. with a charset).
+    if isinstance(answer, requests.Response):
+        return answer.json()
+    return answer
+
+
+_STATUS_OF = {
+    "InvalidOrMissingParameters": 400,
+    "NoAccessTokenProvided": 401,
+    "NotEnoughPermissions": 403,
+    "ResourceNotFound": 404,
+    "MethodNotAllowed": 405,
+    "ContentTooLarge": 413,
+    "FeatureDisabled": 501,
+}
+
+
+def _status(exc: requests.RequestException) -> int | None:
+    # The driver raises its own HTTPError subclasses for some statuses, without
+    # the response; the others are requests' HTTPError with the response.
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _STATUS_OF:
+            return _STATUS_OF[cls.__name__]
+    response = exc.response
+    return response.status_code if response is not None else None
+
+
+def _server_message(exc: requests.RequestException) -> str:
+    response = exc.response
+    text = ""
+    if response is not None:
+        try:
+            body = response.json()
+            text = str(body.get("message", "")) if isinstance(body, dict) else ""
+        except ValueError:
+            text = ""
+    elif exc.args and isinstance(exc.args[0], str):
+        text = exc.args[0]  # the driver's exceptions carry the server's message
+    text = " ".join(scrub(text).split())
+    if len(text) > 200:
+        text = text[:199] + "…"
+    return f' (server said: "{text}")' if text else ""
+
+
+def _retry_after(exc: requests.RequestException) -> float | None:
+    response = exc.response
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None
+    # Mattermost's rate limiter also says how long until the window resets.
+    reset = response.headers.get("X-Ratelimit-Reset")
+    try:
+        return max(0.0, float(reset)) if reset else None
+    except ValueError:
+        return None
+
+
+def _refused(exc: BaseException) -> bool:
+    return "refused" in str(exc).lower()
+
+
+def _connection_problem(exc: requests.ConnectionError, where: str) -> str:
+    text = str(exc)
+    lower = text.lower()
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS error talking to {where} (certificate or protocol)"
+    if "refused" in lower:
+        return f"connection refused by {where}"
+    if any(
+        marker in lower
+        for marker in ("name or service not known", "nodename nor servname", "getaddrinfo")
+    ) or ("name resolution" in lower):
+        return f"could not resolve the host name of {where} (bad URL?)"
+    if "remotedisconnected" in lower or "connection aborted" in lower or "reset" in lower:
+        return f"{where} closed the connection without an answer"
+    return f"connection to {where} failed"

@@ -1,0 +1,157 @@
+"""Mattermost's own delivery thread: a bounded queue, and the spool replay timer.
+
+A :class:`~flask_perfalert._delivery.DeliveryWorker` (jobs never block the
+caller; a full queue abandons the job; the thread starts with the first job and
+again in a forked child; queued jobs get a bounded time at interpreter exit)
+whose thread also wakes up when a spool replay is due, so a replay timer costs
+no thread of its own. It is separate from the file reports' worker so that a
+Mattermost that hangs never holds up, or loses at exit, a file report.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import weakref
+from typing import Protocol
+
+from .. import _delivery
+from .._delivery import DeliveryWorker
+
+logger = logging.getLogger("flask_perfalert")
+
+#: Seconds queued alerts get at interpreter exit before the rest is spooled.
+EXIT_FLUSH_SECONDS = _delivery.EXIT_FLUSH_SECONDS
+
+
+class Replayable(Protocol):
+    def replay(self) -> tuple[int, int]:
+        """Send what waits in the spool."""
+
+
+class MattermostWorker(DeliveryWorker):
+    """A delivery worker whose thread also wakes up for scheduled spool replays."""
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._wakeups: weakref.WeakKeyDictionary[Replayable, float] = weakref.WeakKeyDictionary()
+        self._wakeups_lock = threading.Lock()
+        self._interrupt = threading.Event()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def schedule(self, alerts: Replayable, delay: float) -> None:
+        """Replay ``alerts``' spool in ``delay`` seconds (on this worker's thread)."""
+        if self._closing:
+            return  # the spool is read again by the next process
+        due = time.monotonic() + delay
+        with self._wakeups_lock:
+            current = self._wakeups.get(alerts)
+            if current is None or due < current:
+                self._wakeups[alerts] = due
+        if self._thread is None:
+            self._start()
+        elif threading.current_thread() is not self._thread:
+            self.submit(_Nudge())  # wake the thread up to see the new time
+
+    def cancel(self, alerts: Replayable) -> None:
+        with self._wakeups_lock:
+            self._wakeups.pop(alerts, None)
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait on the worker thread; False if the process started exiting meanwhile."""
+        return not self._interrupt.wait(seconds) and not self._closing
+
+    def cancel_all(self) -> None:
+        with self._wakeups_lock:
+            self._wakeups.clear()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """At exit: stop retrying, give queued alerts a bounded time, spool the rest."""
+        self._interrupt.set()
+        try:
+            super().shutdown(EXIT_FLUSH_SECONDS if timeout is None else timeout)
+            if self.busy:
+                # Written to the spool before its first try, it outlives the thread.
+                logger.warning(
+                    "A Mattermost alert was still being sent when the process exited; it "
+                    "is kept in the spool and sent again by the next process."
+                )
+        finally:
+            self._interrupt.clear()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="flask-perfalert-mattermost", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=self._next_wakeup())
+            except queue.Empty:  # a replay is due: queue it like any job
+                self._queue_due_replays()
+                continue
+            if job is None:
+                return
+            self.busy = True
+            try:
+                job.run()
+            except Exception:
+                logger.exception("Flask-PerfAlert job failed: %s", job.description)
+            finally:
+                self.busy = False
+                self._queue.task_done()
+
+    def _next_wakeup(self) -> float | None:
+        with self._wakeups_lock:
+            if not self._wakeups:
+                return None
+            return max(0.0, min(self._wakeups.values()) - time.monotonic())
+
+    def _queue_due_replays(self) -> None:
+        now = time.monotonic()
+        with self._wakeups_lock:
+            due = [alerts for alerts, at in self._wakeups.items() if at <= now]
+            for alerts in due:
+                del self._wakeups[alerts]
+        for alerts in due:
+            try:
+                self._queue.put_nowait(_ReplayJob(alerts, self))
+            except queue.Full:
+                pass  # jobs are waiting: each successful one replays the spool anyway
+
+
+class _ReplayJob:
+    def __init__(self, alerts: Replayable, worker: MattermostWorker) -> None:
+        self.alerts = alerts
+        self.worker = worker
+        self.description = "Mattermost spool replay"
+
+    def run(self) -> None:
+        if not self.worker.closing:
+            self.alerts.replay()
+
+    def abandon(self, reason: str) -> None:
+        pass  # the spool stays on disk
+
+
+class _Nudge:
+    description = "wake-up"
+
+    def run(self) -> None:
+        pass
+
+    def abandon(self, reason: str) -> None:
+        pass
+
+
+#: The one Mattermost delivery thread of this process (shared by every app).
+WORKER = MattermostWorker()

@@ -1,0 +1,168 @@
+"""A shared store that may be away: fall back to this process's memory meanwhile.
+
+While the shared store (SQLite, Redis) answers, it decides, and every key it
+reports is also noted in a local :class:`MemoryStore`. When a call fails (Redis
+down, the file locked or unwritable), that call and every call until the next
+retry are decided by the local memory instead: the app keeps being served,
+slow requests still alert (at most once per key per process, and not at all
+for a key this process already saw claimed), and one warning is logged, not
+one per request. The shared store is tried again after a back-off that grows
+from ``RETRY_MIN`` to ``RETRY_MAX`` seconds; when it answers, it decides again,
+and the keys claimed locally meanwhile are claimed in it too, so other
+processes do not alert for them a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from ._fork import renew_locks_after_fork
+from .memory import MemoryStore
+
+logger = logging.getLogger("flask_perfalert")
+
+#: Seconds before the first retry of a failed shared store; doubled up to RETRY_MAX.
+RETRY_MIN = 1.0
+RETRY_MAX = 30.0
+#: At most one warning about the store per this many seconds (per process).
+WARN_INTERVAL = 300.0
+#: Keys claimed locally during an outage that are handed to the store when it is back.
+MAX_PENDING = 100
+
+
+class SharedStore(Protocol):
+    description: str
+
+    def claim(self, key: str, window_seconds: float) -> bool: ...
+
+    def prepare(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FallbackStore:
+    """Wraps a shared store; never raises from ``claim``."""
+
+    def __init__(
+        self,
+        shared: SharedStore,
+        prefix: str = "",
+        clock: Callable[[], float] = time.time,
+        prepare: bool = True,
+    ) -> None:
+        self.shared = shared
+        self.clock = clock
+        self.description = shared.description
+        self.memory = MemoryStore(prefix=prefix, clock=clock)
+        #: True while the shared store is not used (after a failure, until it answers).
+        self.degraded = False
+        #: Times the shared store failed in this process (for tests and stats).
+        self.failures = 0
+        self._retry_at = 0.0
+        self._delay = RETRY_MIN
+        self._last_warning: float | None = None
+        self._pending: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
+        if prepare:
+            try:
+                shared.prepare()
+            except Exception as exc:
+                self._failed(exc, self.clock())
+
+    def claim(self, key: str, window_seconds: float) -> bool:
+        now = self.clock()
+        probing = False
+        with self._lock:
+            if self.degraded:
+                if now < self._retry_at:
+                    return self._claim_locally(key, window_seconds, now)
+                # This thread probes; the others stay local until it is done.
+                self._retry_at = now + self._delay
+                probing = True
+        try:
+            if probing:
+                self._hand_over(now)
+            won = self.shared.claim(key, window_seconds)
+        except Exception as exc:
+            with self._lock:
+                self._failed(exc, now)
+                return self._claim_locally(key, window_seconds, now)
+        if probing:
+            self._recovered()
+        self.memory.claim(key, window_seconds)  # remembered, in case the store goes away
+        return won
+
+    def close(self) -> None:
+        try:
+            self.shared.close()
+        except Exception:
+            logger.debug("Closing %s failed", self.description, exc_info=True)
+
+    # -- internals ----------------------------------------------------------------------
+    def _claim_locally(self, key: str, window_seconds: float, now: float) -> bool:
+        won = self.memory.claim(key, window_seconds)
+        if won:
+            self._pending[key] = now + window_seconds
+            self._pending.move_to_end(key)
+            self._trim()
+        return won
+
+    def _trim(self) -> None:
+        while len(self._pending) > MAX_PENDING:
+            self._pending.popitem(last=False)
+
+    def _failed(self, exc: BaseException, now: float) -> None:
+        self.failures += 1
+        if self.degraded:
+            self._delay = min(self._delay * 2, RETRY_MAX)
+        else:
+            self.degraded = True
+            self._delay = RETRY_MIN
+        self._retry_at = now + self._delay
+        reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+        if self._last_warning is None or now - self._last_warning >= WARN_INTERVAL:
+            self._last_warning = now
+            logger.warning(
+                "The alert store %s is not available (%s); slow requests are "
+                "de-duplicated in this process's memory until it answers again "
+                "(next try in %.0fs; further store warnings muted for %.0fs).",
+                self.description,
+                reason,
+                self._delay,
+                WARN_INTERVAL,
+            )
+        else:
+            logger.debug("The alert store %s is still not available (%s)", self.description, reason)
+
+    def _hand_over(self, now: float) -> None:
+        """Claim in the shared store what was claimed here during the outage.
+
+        Otherwise other processes, and this one, would alert for them once more.
+        The store's answer does not matter; an error puts the rest back and raises.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, OrderedDict()
+        try:
+            while pending:
+                key, expires = next(iter(pending.items()))
+                if expires > now:
+                    self.shared.claim(key, expires - now)
+                del pending[key]
+        except BaseException:
+            with self._lock:
+                pending.update(self._pending)
+                self._pending = pending
+                self._trim()
+            raise
+
+    def _recovered(self) -> None:
+        with self._lock:
+            self.degraded = False
+            self._delay = RETRY_MIN
+        logger.info("The alert store %s is back; de-duplication is shared again.", self.description)

@@ -1,0 +1,138 @@
+"""The several-hosts store: Redis (any version from 6 on).
+
+One claim is one command, ``SET key owner NX PX window``: Redis runs it
+atomically, so of any number of workers on any number of hosts exactly one gets
+``OK`` per key per window, and the key expires by itself on the server.
+
+Calls are short-fused: the connection and each reply may take at most
+``CONNECT_TIMEOUT`` and ``READ_TIMEOUT`` seconds, and a failed call is never
+retried on the calling thread (the fallback wrapper retries later). Query
+options of the URI (``?socket_timeout=1.5``, ``ssl_ca_certs=...``) are passed
+to redis-py and win over these defaults.
+
+The client (and its connection pool) is made per process: after a ``fork``
+(gunicorn ``--preload``) the child makes its own and never uses the parent's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ._fork import renew_locks_after_fork
+
+if TYPE_CHECKING:
+    import redis as redis_module
+
+#: Seconds to open a connection to Redis.
+CONNECT_TIMEOUT = 0.3
+#: Seconds to wait for one reply.
+READ_TIMEOUT = 0.5
+
+INSTALL_HINT = "pip install 'flask-perfalert[redis]'"
+SCHEMES = ("redis", "rediss")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without user, password and query (safe for logs)."""
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname or "localhost"
+        port = parts.port
+    except ValueError:
+        return f"{uri.partition('://')[0]}://(invalid address)"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+class RedisStore:
+    """Claims kept in Redis, shared by every process of every host that uses it."""
+
+    def __init__(
+        self,
+        uri: str,
+        prefix: str = "",
+        clock: Callable[[], float] = time.time,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
+        scheme = uri.partition("://")[0].lower()
+        if scheme not in SCHEMES:
+            raise ValueError(f"not a redis:// or rediss:// URI: {redact_uri(uri)}")
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise RuntimeError(
+                "PERFALERT_STORAGE_URI is a Redis URI but the redis package is not "
+                f"installed; install the extra: {INSTALL_HINT}"
+            ) from None
+        self._redis = redis
+        self._uri = uri
+        self.prefix = prefix
+        # Expiry is kept by the Redis server; the clock is not used.
+        self.clock = clock
+        self.description = redact_uri(uri)
+        self._options: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": read_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+        }
+        # Checks the URI now (a bad one is a configuration error); connects to nothing.
+        self._client: redis_module.Redis | None = self._make_client()
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
+
+    def _make_client(self) -> redis_module.Redis:
+        try:
+            return self._redis.Redis.from_url(self._uri, **self._options)
+        except ValueError as exc:
+            # redis-py's message may quote the URI; name the address without credentials.
+            raise ValueError(
+                f"PERFALERT_STORAGE_URI {redact_uri(self._uri)} is not a valid Redis URI "
+                f"({type(exc).__name__})"
+            ) from None
+
+    def _client_for_process(self) -> redis_module.Redis:
+        pid = os.getpid()
+        with self._lock:
+            if self._pid != pid or self._client is None:
+                # Never the parent's pool: its sockets belong to the parent.
+                self._client = self._make_client()
+                self._pid = pid
+            return self._client
+
+    # -- the store protocol -------------------------------------------------------
+    def claim(self, key: str, window_seconds: float) -> bool:
+        millis = max(1, math.ceil(window_seconds * 1000))
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        client = self._client_for_process()
+        return bool(client.set(self.prefix + key, owner, nx=True, px=millis))
+
+    def prepare(self) -> None:
+        """Check now (at start-up) that Redis answers; raises if it does not.
+
+        The connection is closed again, so forked workers start without one.
+        """
+        client = self._client_for_process()
+        try:
+            client.ping()
+        finally:
+            client.connection_pool.disconnect()
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            if client is not None and self._pid == os.getpid():
+                client.connection_pool.disconnect()

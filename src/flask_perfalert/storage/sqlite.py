@@ -1,0 +1,193 @@
+"""The one-host store: an SQLite file shared by every worker process of a host.
+
+The claim is one statement, ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
+expires <= now``, run as its own transaction: SQLite takes the write lock
+before the statement reads the row, so of several processes racing on one key
+exactly one inserts or renews it (one changed row) and every other sees no
+change. The write lock is held only while that one statement runs. Rows carry
+their expiry; expired rows are deleted at most once per ``PURGE_INTERVAL``
+per process, so the file holds only the keys of the current window.
+
+The file is opened lazily, once per process (a connection never crosses a
+``fork``, e.g. gunicorn ``--preload``), in WAL mode with a short busy timeout:
+a file locked for longer makes ``claim`` raise, and the fallback wrapper keeps
+the window in memory meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ._fork import renew_locks_after_fork
+
+#: Seconds a claim waits for another process's write lock before giving up.
+BUSY_TIMEOUT = 0.25
+#: Seconds the first set-up of the file (WAL mode, table) may wait for a lock.
+PREPARE_TIMEOUT = 2.0
+#: Seconds between two deletions of expired rows by one process.
+PURGE_INTERVAL = 60.0
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS perfalert_claims ("
+    " key TEXT PRIMARY KEY NOT NULL,"
+    " expires REAL NOT NULL,"
+    " owner TEXT NOT NULL DEFAULT '')",
+    "CREATE INDEX IF NOT EXISTS perfalert_claims_expires ON perfalert_claims (expires)",
+)
+_CLAIM = (
+    "INSERT INTO perfalert_claims (key, expires, owner) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET expires = excluded.expires, owner = excluded.owner "
+    "WHERE perfalert_claims.expires <= ?"
+)
+_PURGE = "DELETE FROM perfalert_claims WHERE expires <= ?"
+
+
+def sqlite_path(uri: str) -> Path:
+    """The file of ``sqlite:///path/to/file.db``; raises ValueError with the reason.
+
+    Everything after ``sqlite://`` is the path: ``sqlite:///var/lib/app/perfalert.db``
+    is absolute (so is SQLAlchemy's four-slash form), ``sqlite://perfalert.db`` is
+    relative to the working directory.
+    """
+    scheme, _, rest = uri.partition("://")
+    if scheme.lower() != "sqlite":
+        raise ValueError(f"not an sqlite:// URI: {uri!r}")
+    path = rest.split("?", 1)[0]
+    if not path:
+        raise ValueError(
+            "PERFALERT_STORAGE_URI sqlite:// needs a file, e.g. sqlite:///var/lib/app/perfalert.db"
+        )
+    if path in (":memory:", "/:memory:") or path.startswith("file:"):
+        raise ValueError(
+            "PERFALERT_STORAGE_URI must name an SQLite file shared by the workers; "
+            'for a per-process window use "memory://"'
+        )
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    file = Path(path)
+    folder = file.parent
+    if not folder.is_dir():
+        raise ValueError(
+            f"the folder {str(folder)!r} of PERFALERT_STORAGE_URI does not exist; "
+            "create it (writable by the app) or choose another path"
+        )
+    if file.is_dir():
+        raise ValueError(f"PERFALERT_STORAGE_URI names a folder, not a file: {str(file)!r}")
+    return file
+
+
+class SQLiteStore:
+    """Claims kept in one SQLite file; every process of the host sees them."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        prefix: str = "",
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
+        self.path = Path(path)
+        self.prefix = prefix
+        self.clock = clock
+        self.busy_timeout = busy_timeout
+        self.description = f"sqlite://{self.path}"
+        self._owner = f"{os.getpid()}"
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._next_purge = 0.0
+        self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
+
+    @classmethod
+    def from_uri(
+        cls, uri: str, prefix: str = "", clock: Callable[[], float] = time.time
+    ) -> SQLiteStore:
+        return cls(sqlite_path(uri), prefix=prefix, clock=clock)
+
+    # -- the store protocol -------------------------------------------------------
+    def claim(self, key: str, window_seconds: float) -> bool:
+        now = self.clock()
+        with self._lock:
+            conn = self._connection()
+            try:
+                changed = conn.execute(
+                    _CLAIM, (self.prefix + key, now + window_seconds, self._owner, now)
+                ).rowcount
+            except sqlite3.Error:
+                self._drop()
+                raise
+            if now >= self._next_purge:
+                self._next_purge = now + PURGE_INTERVAL
+                try:
+                    conn.execute(_PURGE, (now,))
+                except sqlite3.Error:
+                    pass  # the claim stands; expired rows go next time
+        return changed == 1
+
+    def prepare(self) -> None:
+        """Create the file and its table now (at start-up), then close it again.
+
+        Raises when the file cannot be opened or written; the connection is not
+        kept, so nothing opened here is inherited by forked workers.
+        """
+        conn = self._open(PREPARE_TIMEOUT)
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __len__(self) -> int:
+        """Rows in the file (every prefix, expired ones not yet deleted included)."""
+        with self._lock:
+            row = self._connection().execute("SELECT count(*) FROM perfalert_claims").fetchone()
+        return int(row[0])
+
+    # -- connections ------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        if self._pid != pid:
+            # Inherited across fork: never touch the parent's connection.
+            self._conn = None
+            self._pid = pid
+        if self._conn is None:
+            self._owner = str(pid)
+            self._conn = self._open(self.busy_timeout)
+        return self._conn
+
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        if not self.path.exists():
+            # Created private to the app's user; its -wal and -shm files inherit the mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
+        if timeout != self.busy_timeout:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        return conn
+
+    def _drop(self) -> None:
+        # After an error the connection may be in any state: open a fresh one next time.
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass

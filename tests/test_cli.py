@@ -1,0 +1,278 @@
+"""``flask perfalert config | reports | stats`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_perfalert import PerfAlert, SlowRequestEvent
+from flask_perfalert.cli import perfalert_cli
+
+
+def invoke(app: Flask, *args: str) -> Any:
+    return app.test_cli_runner().invoke(args=["perfalert", *args])
+
+
+def slow_app(app: Flask) -> PerfAlert:
+    """``app`` with a fast page and two slow ones (threshold 0.05 s)."""
+
+    def crunch(seconds: float) -> None:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            pass
+
+    @app.get("/fast")
+    def fast() -> str:
+        return "fast"
+
+    @app.get("/slow")
+    def slow() -> str:
+        crunch(0.08)
+        return "slow"
+
+    @app.get("/slower")
+    def slower() -> str:
+        crunch(0.12)
+        return "slower"
+
+    return PerfAlert(app, threshold_seconds=0.05)
+
+
+# -- config ---------------------------------------------------------------------------
+
+
+def test_config_says_where_each_value_came_from(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERFALERT_ALERT_WINDOW_DAYS", "2")
+    monkeypatch.setenv("PERFALERT_THRESHOLD_SECONDS", "9")  # beaten by the option
+    monkeypatch.setenv("PERFALERT_MATTERMOST_TOKEN", "tok-s3cret-value")
+    monkeypatch.setenv("PERFALERT_STORAGE_URI", "redis://admin:redis-pw-123@127.0.0.1:1/0")
+    app.config["PERFALERT_EXCLUDE"] = ["static", "/health*"]
+    PerfAlert(app, threshold_seconds=0.3)
+
+    result = invoke(app, "config")
+
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    assert "option: PerfAlert(threshold_seconds=...)" in lines["PERFALERT_THRESHOLD_SECONDS"]
+    assert " 0.3 " in lines["PERFALERT_THRESHOLD_SECONDS"]
+    assert "app.config['PERFALERT_EXCLUDE']" in lines["PERFALERT_EXCLUDE"]
+    assert '["static", "/health*"]' in lines["PERFALERT_EXCLUDE"]
+    assert "environment: $PERFALERT_ALERT_WINDOW_DAYS" in lines["PERFALERT_ALERT_WINDOW_DAYS"]
+    assert lines["PERFALERT_PROFILER"].rstrip().endswith("default")
+    # Secrets are masked, including a password inside a URL.
+    assert "s3cret" not in result.output
+    assert "redis-pw-123" not in result.output
+    assert "redis://admin:**********@127.0.0.1:1/0" in lines["PERFALERT_STORAGE_URI"]
+    assert "**********" in lines["PERFALERT_MATTERMOST_TOKEN"]
+
+
+def test_config_json_and_changed_only(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERFALERT_PROFILER", "none")
+    PerfAlert(app)
+
+    everything = json.loads(invoke(app, "config", "--json").output)
+    changed = json.loads(invoke(app, "config", "--json", "--changed").output)
+
+    assert set(everything) == set(app.extensions["perfalert"].effective_settings(app))
+    assert everything["PERFALERT_PROFILER"] == {"value": "none", "source": "environment"}
+    assert everything["PERFALERT_ENABLED"] == {"value": True, "source": "default"}
+    # PERFALERT_FILE_DIR comes from the app fixture's config.
+    assert changed == {
+        "PERFALERT_PROFILER": {"value": "none", "source": "environment"},
+        "PERFALERT_FILE_DIR": {"value": app.config["PERFALERT_FILE_DIR"], "source": "app.config"},
+    }
+
+
+def test_commands_fail_when_the_extension_is_not_set_up(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    for command in ("config", "reports", "stats"):
+        result = runner.invoke(perfalert_cli, [command])
+        assert result.exit_code == 1
+        assert "Flask-PerfAlert is not set up on this app" in result.output
+
+
+# -- reports --------------------------------------------------------------------------
+
+
+def test_reports_lists_newest_first_with_duration(
+    app: Flask,
+    events: list[SlowRequestEvent],
+    report_dir: Path,
+    wait_delivery: Any,
+) -> None:
+    slow_app(app)
+    client = app.test_client()
+    empty = invoke(app, "reports")
+    assert empty.exit_code == 0
+    assert f"No reports in {report_dir} (the folder does not exist yet)." in empty.output
+
+    client.get("/fast")
+    client.get("/slow")
+    client.get("/slower")
+    wait_delivery()
+
+    result = invoke(app, "reports")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"Reports in {report_dir}, newest first (2 of 2):"
+    assert lines[1].split() == ["TIME", "(UTC)", "ENDPOINT", "DURATION", "PATH"]
+    slow, slower = events
+    newest, older = lines[2], lines[3]
+    assert "GET slower" in newest and f"{slower.duration:.3f} s" in newest
+    assert "GET slow " in older and f"{slow.duration:.3f} s" in older
+    assert newest.split()[-1].endswith(f"-{slower.id}.html")
+    assert slower.timestamp.strftime("%Y-%m-%d %H:%M:%S") in newest
+
+    listed = json.loads(invoke(app, "reports", "--json").output)
+    assert [item["duration"] for item in listed] == [slower.duration, slow.duration]
+    assert [item["endpoint"] for item in listed] == ["GET slower", "GET slow"]
+    assert all(Path(item["path"]).is_file() for item in listed)
+
+    limited = invoke(app, "reports", "--limit", "1")
+    assert "(1 of 2)" in limited.output
+    assert "GET slow " not in limited.output
+
+
+def test_reports_of_a_watched_function(
+    app: Flask, report_dir: Path, wait_delivery: Any, events: list[SlowRequestEvent]
+) -> None:
+    perf = PerfAlert(app)
+
+    @perf.watch(threshold=0.02)
+    def nightly_job() -> None:
+        deadline = time.perf_counter() + 0.04
+        while time.perf_counter() < deadline:
+            pass
+
+    with app.app_context():
+        nightly_job()
+    wait_delivery()
+
+    [item] = json.loads(invoke(app, "reports", "--json").output)
+    assert item["endpoint"] == f"{nightly_job.__module__}.{nightly_job.__qualname__}()"
+    assert item["duration"] == events[0].duration
+
+
+def test_reports_open_without_a_report_fails(app: Flask) -> None:
+    PerfAlert(app)
+    result = invoke(app, "reports", "--open")
+    assert result.exit_code == 1
+    assert "There is no report to open." in result.output
+
+
+def test_reports_when_file_reports_are_off(app: Flask) -> None:
+    PerfAlert(app, file_enabled=False)
+    result = invoke(app, "reports")
+    assert result.exit_code == 1
+    assert "File reports are off" in result.output
+
+
+def test_reports_open_starts_the_browser_on_the_newest(tmp_path: Path) -> None:
+    # A real `flask` process; the browser is whatever $BROWSER names, here a
+    # script that records the address it was asked to open.
+    report_dir = tmp_path / "reports"
+    (tmp_path / "app.py").write_text(
+        "import time\n"
+        "from flask import Flask\n"
+        "from flask_perfalert import PerfAlert\n"
+        "app = Flask(__name__)\n"
+        "perf = PerfAlert(app, threshold_seconds=0.02)\n"
+        "@app.get('/a')\n"
+        "def a():\n"
+        "    time.sleep(0.03)\n"
+        "    return 'a'\n"
+        "@app.get('/b')\n"
+        "def b():\n"
+        "    time.sleep(0.03)\n"
+        "    return 'b'\n"
+    )
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.py"
+    browser.write_text(
+        f"import sys\nopen({str(opened)!r}, 'w').write(sys.argv[1])\n",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")} | {
+        "PERFALERT_FILE_DIR": str(report_dir),
+        "BROWSER": f"{sys.executable} {browser} %s",
+    }
+    make = (
+        "import app, time\n"
+        "from flask_perfalert._delivery import DELIVERY\n"
+        "c = app.app.test_client()\n"
+        "for path in ('/a', '/b'):\n"
+        "    c.get(path, buffered=True).close()\n"
+        "assert DELIVERY.wait_idle(20)\n"
+    )
+    subprocess.run([sys.executable, "-c", make], cwd=tmp_path, env=env, check=True, timeout=60)
+    flask = [sys.executable, "-m", "flask", "--app", "app", "perfalert", "reports", "--open"]
+    result = subprocess.run(
+        flask, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    older, newest = sorted(report_dir.glob("perfalert-*.html"))
+    assert "-b-" in newest.name and "-a-" in older.name
+    assert opened.read_text() == newest.resolve().as_uri()
+    assert f"Opened {newest}" in result.stdout
+
+
+# -- stats ----------------------------------------------------------------------------
+
+
+def test_stats_of_this_process(app: Flask, wait_delivery: Any) -> None:
+    slow_app(app)
+    client = app.test_client()
+    for path in ("/fast", "/fast", "/slow", "/slow"):
+        client.get(path)
+    wait_delivery()
+
+    result = invoke(app, "stats")
+
+    assert result.exit_code == 0, result.output
+    assert f"Scope: this process only (pid {os.getpid()})." in result.output
+    rows = dict(
+        re.split(r"\s{2,}", line, maxsplit=1) for line in result.output.splitlines()[3:] if line
+    )
+    assert rows["requests seen"] == "4"
+    assert rows["slow"] == "2"
+    assert rows["alerted"] == "1"
+    assert rows["suppressed (duplicates in the window)"] == "1"
+    assert rows["delivery failures"] == "0"
+    assert rows["spooled for a retry"] == "0"
+    assert re.fullmatch(
+        r"\d+\.\d\d% of the monitored time \(\d+\.\d{3} s of \d+\.\d{3} s\)",
+        rows["estimated overhead"],
+    )
+
+    data = json.loads(invoke(app, "stats", "--json").output)
+    assert data["scope"] == "this process"
+    assert data["pid"] == os.getpid()
+    assert (data["requests"], data["slow"], data["alerted"], data["suppressed"]) == (4, 2, 1, 1)
+
+
+def test_stats_in_a_fresh_process_says_why_it_is_empty(app: Flask) -> None:
+    PerfAlert(app)
+    result = invoke(app, "stats")
+    assert result.exit_code == 0
+    assert "This command runs in its own process, which has served no requests" in result.output
+    assert "PERFALERT_STORAGE_URI" in result.output
+    assert "n/a (nothing was measured)" in result.output
+
+
+def test_help_texts(app: Flask) -> None:
+    PerfAlert(app)
+    assert "settings, reports, statistics" in invoke(app, "--help").output
+    assert "where each value came from" in invoke(app, "config", "--help").output
+    assert "newest first" in invoke(app, "reports", "--help").output
+    assert "--open" in invoke(app, "reports", "--help").output
+    assert "this process's own" in invoke(app, "stats", "--help").output
