@@ -264,32 +264,36 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_wrapper(spec: dict[str, Any]) -> dict[str, Any]:
-    """The request timer alone: a trivial WSGI app called raw and through the timer."""
+    """The request timer alone: a minimal Werkzeug response, raw and through the timer."""
+    from werkzeug.wrappers import Response
+
     app = apps.create_app(spec["mode"])
-    timer = app.wsgi_app
+    timed = app.wsgi_app
+    state = getattr(timed, "perfalert_state", None)
+    if state is None:
+        raise RuntimeError("the installed request timer has no perfalert_state")
 
-    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"ok"]
+    def inner(environ: dict[str, Any], start_response: Any) -> Any:
+        return Response(b"ok", content_type="text/plain")(environ, start_response)
 
-    timer.wsgi_app = inner  # type: ignore[attr-defined]
+    state.wrapped = inner
     raw_call = make_caller(inner)
-    timed_call = make_caller(timer)
+    timed_call = make_caller(timed)
     raw: list[float] = []
-    timed: list[float] = []
+    timed_times: list[float] = []
     for _ in range(spec["blocks"]):
-        for target, sink in ((raw_call, raw), (timed_call, timed)):
+        for target, sink in ((raw_call, raw), (timed_call, timed_times)):
             for _ in range(spec["block_size"]):
                 t0, _, t2, _ = target("/json")
                 sink.append(t2 - t0)
-    stats = timer.monitor.stats  # type: ignore[attr-defined]
+    snapshot = state.monitor.stats.snapshot()
     return {
         "raw_median": statistics.median(raw),
-        "timed_median": statistics.median(timed),
+        "timed_median": statistics.median(timed_times),
         "raw_mean": statistics.fmean(raw),
-        "timed_mean": statistics.fmean(timed),
-        "own_seconds_per_request": stats.own_seconds / max(stats.requests, 1),
-        "requests": stats.requests,
+        "timed_mean": statistics.fmean(timed_times),
+        "own_seconds_per_request": snapshot.get("own_seconds_per_request", float("nan")),
+        "requests": snapshot["requests"],
     }
 
 
