@@ -131,6 +131,19 @@ class Gunicorn:
                 pass
         return total / 1e9
 
+    def worker_switches(self) -> int:
+        """Voluntary context switches of the worker so far (all its threads)."""
+        pid = self.worker_pid()
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches"):
+                        total += int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
+
     def stop(self) -> None:
         if self.proc is None:
             return

@@ -255,9 +255,11 @@ class Runner:
                     if status != 200:
                         raise RuntimeError(f"gunicorn {worker}/{mode}: {path} answered {status}")
             for kind, path in FAST_KINDS.items():
-                cpu0 = server.worker_cpu()
+                cpu0, switches0 = server.worker_cpu(), server.worker_switches()
                 result[kind] = self.load(server.port, path)
-                result[kind]["cpu"] = (server.worker_cpu() - cpu0) / max(result[kind]["n"], 1)
+                n = max(result[kind]["n"], 1)
+                result[kind]["cpu"] = (server.worker_cpu() - cpu0) / n
+                result[kind]["switches"] = (server.worker_switches() - switches0) / n
             for kind, path in SLOW_KINDS.items():
                 rid = f"{worker}-{mode}-{round_no}-{kind}"
                 status, body, seconds = _load.http_get(server.port, f"{path}?rid={rid}")
@@ -450,7 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-rounds", type=int)
     parser.add_argument("--client", choices=["auto", "wrk", "python"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
-    parser.add_argument("--rst", type=Path, help="also write the tables as reStructuredText")
+    parser.add_argument(
+        "--rst",
+        type=Path,
+        help="also write the tables as reStructuredText; into a page that has the "
+        "'.. bench-tables-begin' and '.. bench-tables-end' comments, between them "
+        "(python bench/run.py --rst docs/performance.rst)",
+    )
     parser.add_argument(
         "--from-json", type=Path, help="print (and --rst) the tables of an earlier results file"
     )
@@ -460,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         results["summary"] = report.summarise(results)
         print(report.markdown(results))
         if args.rst:
-            args.rst.write_text(report.rst(results))
+            write_rst(args.rst, results)
         return 0
 
     config = Config.quick_config() if args.quick else Config()
@@ -512,9 +520,26 @@ def main(argv: list[str] | None = None) -> int:
     print(report.markdown(results))
     print(f"\nResults: {path} ({results['seconds']:.0f} s)")
     if args.rst:
-        args.rst.write_text(report.rst(results))
+        write_rst(args.rst, results)
         print(f"RST tables: {args.rst}")
     return 0
+
+
+BEGIN_MARK = ".. bench-tables-begin"
+END_MARK = ".. bench-tables-end"
+
+
+def write_rst(path: Path, results: dict[str, Any]) -> None:
+    """Write the tables to ``path``; in a page with the two marker comments, between them."""
+    tables = report.rst(results)
+    if path.exists():
+        text = path.read_text()
+        if BEGIN_MARK in text and END_MARK in text:
+            head, _, rest = text.partition(BEGIN_MARK)
+            _, _, tail = rest.partition(END_MARK)
+            path.write_text(f"{head}{BEGIN_MARK}\n\n{tables}\n{END_MARK}{tail}")
+            return
+    path.write_text(tables)
 
 
 if __name__ == "__main__":
