@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
 from flask_perfalert._delivery import DELIVERY
+from flask_perfalert._sampler import SAMPLER
 
 
 class ClosingClient(FlaskClient):
@@ -38,6 +39,18 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sampler_interval() -> None:
+    """Each test starts with the sampler at its configured rate.
+
+    The sampler backs off (samples less often) when it used more than
+    PERFALERT_MAX_OVERHEAD of a second; a test that samples deep stacks can
+    trigger that, and the slower rate would otherwise leak into later tests.
+    """
+    SAMPLER.configure(0.005, 0.05)  # the defaults; PerfAlert(app) sets its own
+    SAMPLER.backed_off = False
 
 
 @pytest.fixture(autouse=True)

@@ -77,6 +77,9 @@ class Recorded:
     at: float
     authorized: bool
     headers: dict[str, str] = field(default_factory=dict)
+    #: The query string and the body exactly as received.
+    query: str = ""
+    body: bytes = b""
 
 
 class MattermostStandIn:
@@ -436,7 +439,18 @@ class _Handler(BaseHTTPRequestHandler):
         fault = standin._take_fault(method, parts.path)
         release = standin._release
         if fault is not None and fault.kind == "hang":
-            standin._record(Recorded(method, parts.path, 0, time.monotonic(), authorized))
+            standin._record(
+                Recorded(
+                    method,
+                    parts.path,
+                    0,
+                    time.monotonic(),
+                    authorized,
+                    dict(self.headers),
+                    parts.query,
+                    body,
+                )
+            )
             release.wait(fault.seconds)
             self.close_connection = True
             return  # the request was never processed; the client gave up
@@ -466,7 +480,16 @@ class _Handler(BaseHTTPRequestHandler):
             answer = standin.handle(method, parts.path, parse_qs(parts.query), self.headers, body)
         status, headers, payload = answer
         standin._record(
-            Recorded(method, parts.path, status, time.monotonic(), authorized, dict(self.headers))
+            Recorded(
+                method,
+                parts.path,
+                status,
+                time.monotonic(),
+                authorized,
+                dict(self.headers),
+                parts.query,
+                body,
+            )
         )
         if fault is not None and fault.kind == "hang_after":
             release.wait(fault.seconds)

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Protocol
 
+from ._sampler import keep_sampling_signal_off_this_thread
+
 logger = logging.getLogger("flask_perfalert")
 
 #: Jobs waiting at most; more are refused (and abandoned, so spooled or logged).
@@ -73,17 +75,25 @@ class DeliveryWorker:
             self._start()
         return True
 
+    #: Name of the worker thread (subclasses run threads of their own).
+    thread_name = "flask-perfalert-delivery"
+
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="flask-perfalert-delivery", daemon=True
+                    target=self._run, name=self.thread_name, daemon=True
                 )
                 self._thread.start()
 
+    def _next_job(self) -> Job | None:
+        """Wait for the next job; None stops the thread."""
+        return self._queue.get()
+
     def _run(self) -> None:
+        keep_sampling_signal_off_this_thread()
         while True:
-            job = self._queue.get()
+            job = self._next_job()
             if job is None:
                 return
             self.busy = True

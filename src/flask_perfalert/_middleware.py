@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_perfalert")
 
 #: WSGI environ keys of this extension.
+#: Events of slow @perf.watch calls made during a request, sent after its response.
+ENVIRON_DEFERRED = "perfalert.deferred"
 #: Set on requests whose URL path is excluded (PERFALERT_EXCLUDE globs).
 ENVIRON_EXCLUDED = "perfalert.excluded"
 ENVIRON_PROFILER = "perfalert.profiler"
@@ -142,10 +144,11 @@ def install_timer(
         stats.monitored_seconds += duration
         if end >= stats.flush_due:
             body._callbacks.append(stats.flush)
-        if duration >= _state.notable:
+        if duration >= _state.notable or ENVIRON_DEFERRED in environ:
             # Only an entry that ran past min_arm_delay can have been armed.
             measurement = _armed.pop(key, None)
-            if duration >= _state.min_threshold:
+            # Slow, or a slow @perf.watch call inside waits for the response to be sent.
+            if duration >= _state.min_threshold or ENVIRON_DEFERRED in environ:
                 # Slow: the event, its signal and its alerts wait until the response is sent.
                 body._callbacks.append(
                     partial(after_response, entry, measurement, response.status_code, end)
@@ -185,7 +188,7 @@ def finish(entry: tuple[Any, ...], status: int | None = None) -> None:
     stats.monitored_seconds += duration
     if end >= stats.flush_due:
         stats.flush()
-    if duration >= state.min_threshold:
+    if duration >= state.min_threshold or ENVIRON_DEFERRED in entry[3]:
         after_response(entry, measurement, status, end)
 
 

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request
 
+from ._counters import share_counters
 from ._measurement import Measurement
-from ._middleware import ENVIRON_PROFILER
+from ._middleware import ENVIRON_DEFERRED, ENVIRON_PROFILER
 from ._profiling import ProfilingPolicy
 from ._redaction import Redactor
 from ._request_info import (
@@ -30,6 +31,7 @@ from ._request_info import (
     request_params,
     request_url,
 )
+from ._sampler import LINKED_THREADS
 from ._stats import Stats
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
@@ -43,8 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_perfalert")
 
 #: WSGI environ keys this extension uses (one private namespace).
-ENVIRON_DEFERRED = "perfalert.deferred"
-ENVIRON_THREADS = "perfalert.threads"
+ENVIRON_THREADS = LINKED_THREADS
 ENVIRON_SESSIONS = "perfalert.sessions"
 #: Flask clears environ["werkzeug.request"] when the request context ends; the
 #: request is kept here until the measurement is finished (see extension.py).
@@ -91,6 +92,9 @@ class AppMonitor:
         self.pyinstrument = self.policy.mode == "pyinstrument"
         self.host = socket.gethostname()
         self.store = self._open_store()
+        #: Names this app's counters in a shared store (the same in every worker).
+        self.app_key = app.name
+        self.counters = share_counters(self.stats, self.store, self.app_key)
         self.file_alerts = FileAlerts(self) if settings.file_enabled else None
         self.subscribers: list[Callable[..., None]] = []
         if self.file_alerts is not None:
@@ -105,6 +109,8 @@ class AppMonitor:
 
     def _open_store(self) -> AlertStore:
         settings = self.settings
+        if not settings.enabled:  # nothing to de-duplicate: no connection either
+            return MemoryStore(prefix=settings.storage_prefix, clock=self.clock)
         try:
             return open_store(settings.storage_uri, settings.storage_prefix, clock=self.clock)
         except Exception as exc:

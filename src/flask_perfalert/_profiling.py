@@ -59,8 +59,9 @@ class ProfilingPolicy:
                     '"pyinstrument" or a sync/gthread worker for profiles.',
                     self.green,
                 )
-        SAMPLER.configure(settings.sample_interval, settings.max_overhead)
-        SAMPLER.install_signal_handler()
+        if settings.enabled:  # disabled: no side effects on the process at all
+            SAMPLER.configure(settings.sample_interval, settings.max_overhead)
+            SAMPLER.install_signal_handler()
 
     def begin(self, entry: tuple[Any, ...]) -> Any:
         """Start collecting for a watched call's ``entry``; returns a token for ``end``."""

@@ -51,6 +51,10 @@ _CURRENT_FRAMES_NEEDS_GC_GUARD = (3, 11, 0) <= sys.version_info[:3] <= (3, 11, 8
 
 _MAX_INTERVAL = 0.1
 
+#: The environ key under which a request lists the threads working for it
+#: (see ``PerfAlert._install_async_link``).
+LINKED_THREADS = "perfalert.threads"
+
 
 def _current_frames() -> dict[int, FrameType]:
     if not _CURRENT_FRAMES_NEEDS_GC_GUARD:
@@ -62,6 +66,23 @@ def _current_frames() -> dict[int, FrameType]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def keep_sampling_signal_off_this_thread() -> None:
+    """Block ``SIGALRM`` in the calling (non-main) thread.
+
+    The kernel hands a process's timer signal to any thread that does not block
+    it. Python runs the handler on the main thread only when that thread next
+    checks for signals, so a signal that lands on another thread while the main
+    thread waits (on asgiref's loop, on a lock) is only seen when the wait ends.
+    Every thread this extension starts calls this first.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - platform
+        pass
 
 
 def green_threads_in_use() -> str | None:
@@ -152,6 +173,7 @@ class Sampler:
     def configure(self, interval: float, max_overhead: float) -> None:
         self.base_interval = self.interval = interval
         self.max_overhead = max_overhead
+        self._retime()
 
     # -- set-up ---------------------------------------------------------------
     def install_signal_handler(self) -> None:
@@ -253,11 +275,24 @@ class Sampler:
         else:
             self.wake.set()
 
+    def _by_signal(self, entry: tuple[Any, ...]) -> bool:
+        """Whether the timer signal (not the thread) samples ``entry``.
+
+        Only work on the main thread alone: an async view's work runs on
+        asgiref's thread while the main thread waits on a lock, and the handler
+        (installed with SA_RESTART, so C code never sees EINTR) runs only once
+        that wait ends. Such a process has threads already; the thread samples it.
+        """
+        if entry[1] != self.main_thread_id or not self.handler_installed:
+            return False
+        payload = entry[3]
+        return not (isinstance(payload, dict) and payload.get(LINKED_THREADS))
+
     def _thread_targets(self) -> bool:
-        main, by_signal = self.main_thread_id, self.handler_installed
-        return any(e[1] != main or not by_signal for e in list(self.active.values()))
+        return not all(self._by_signal(e) for e in list(self.active.values()))
 
     def _run_thread(self) -> None:
+        keep_sampling_signal_off_this_thread()
         while True:
             if not self._thread_targets():
                 self.thread_waiting = True
@@ -278,12 +313,10 @@ class Sampler:
         frames: dict[int, FrameType] | None = None
         stacks: dict[int, tuple[str, ...]] = {}
         armed = self.armed
+        sampled: list[Any] = []
         for key, entry in list(self.active.items()):
             on_main = entry[1] == self.main_thread_id
-            if on_main and self.handler_installed:
-                if thread_only:
-                    continue
-            elif not thread_only:
+            if self._by_signal(entry) == thread_only:
                 continue
             m = armed.get(key)
             if m is None:
@@ -317,8 +350,12 @@ class Sampler:
             m.interval = self.interval
             m.add_sample(stack, now)
             self.samples_taken += 1
+            sampled.append(entry[2].stats)
         cost = time.perf_counter() - now
         self.cpu_seconds += cost
+        # Each app's stats carry the share of the sampler's time spent on its work.
+        for stats in sampled:
+            stats.sampler_seconds += cost / len(sampled)
         self._control_overhead(now, cost)
 
     def _control_overhead(self, now: float, cost: float) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._sampler import SAMPLER
+
+if TYPE_CHECKING:
+    from ._counters import CounterFlusher
 
 
 @dataclass(slots=True)
@@ -23,31 +27,46 @@ class Stats:
     dropped: int = 0
     #: Seconds the monitored requests and functions took, in total.
     monitored_seconds: float = 0.0
+    #: Seconds the sampler spent on this app's requests and calls (measured).
+    sampler_seconds: float = 0.0
     #: Seconds spent handling slow requests after their response was sent (measured).
     after_response_seconds: float = 0.0
     #: perf_counter() time after which the request timer calls :meth:`flush` once
     #: the response is sent (infinite: no shared store keeps counters).
     flush_due: float = math.inf
+    #: Sends the counts to a store shared by every worker (see ``_counters``), or None.
+    flusher: CounterFlusher | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def flush(self) -> None:
-        """Hand the counters since the last flush to a shared store; see ``storage``."""
-        self.flush_due = math.inf
+        """Hand the counters since the last flush to the shared store; never raises."""
+        flusher = self.flusher
+        if flusher is None:
+            self.flush_due = math.inf
+            return
+        flusher.flush()
 
     def add(self, name: str, amount: int = 1) -> None:
         """Thread-safe increment, for counters touched off the request path."""
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
+        if time.perf_counter() >= self.flush_due:
+            self.flush()
+
+    def own_seconds(self) -> float:
+        """Seconds the extension added on the request path: the timer's measured
+        per-request cost times the requests and watched calls."""
+        from ._middleware import request_path_cost
+
+        return request_path_cost() * (self.requests + self.functions)
 
     def snapshot(self) -> dict[str, Any]:
         from ._middleware import request_path_cost
 
-        sampler = SAMPLER.cpu_seconds
+        sampler = self.sampler_seconds
         busy = self.monitored_seconds
         per_request = request_path_cost()
-        #: What the client waited for because of the extension: the timer's
-        #: measured per-request cost times the requests, and the sampler's time.
-        own = per_request * (self.requests + self.functions)
+        own = self.own_seconds()
         overhead = (own + sampler) / busy if busy > 0 else 0.0
         return {
             "scope": "this process",

@@ -20,7 +20,9 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import _counters
 from .settings import PREFIX
+from .storage._counting import WORKERS_RECENT
 
 
 def _extension() -> Any:
@@ -238,20 +240,38 @@ _STAT_LABELS = [
 def collect_stats(ext: Any) -> tuple[str, dict[str, Any]]:
     """The counters to show and their scope.
 
-    A store that can sum every worker's counters (``counters()``, see
+    A store that sums every worker's counters (``counters(app_key)``, see
     docs/deployment.rst) is preferred; otherwise these are this process's own.
     """
     monitor = ext._monitor()
     shared = getattr(monitor.store, "counters", None)
     if callable(shared):
         try:
-            data = dict(shared())
+            data = _counters.summed_snapshot(shared(monitor.app_key))
         except Exception as exc:
             raise click.ClickException(
                 f"Could not read the counters from {monitor.store.description}: {exc}"
             ) from exc
-        return f"every worker sharing {monitor.store.description}", data
+        scope = (
+            f"every worker sharing {monitor.store.description} (each sends its counts "
+            f"at most every {_counters.FLUSH_INTERVAL:g} s while it serves requests, "
+            "and when it exits)"
+        )
+        return scope, data
     return "this process", ext.stats()
+
+
+def _reporting(data: dict[str, Any]) -> str:
+    """Since when the shared counters count, and how many processes sent some lately."""
+    if data.get("since") is None:
+        return "  No worker has sent counts yet."
+    since = datetime.fromtimestamp(data["since"], tz=timezone.utc)
+    workers = data.get("workers_seen") or 0
+    return (
+        f"  Counting since {since:%Y-%m-%d %H:%M:%S} UTC; {workers} "
+        f"process{'' if workers == 1 else 'es'} sent counts in the last "
+        f"{WORKERS_RECENT / 60:g} minutes."
+    )
 
 
 def _overhead(data: dict[str, Any]) -> str:
@@ -269,9 +289,11 @@ def _overhead(data: dict[str, Any]) -> str:
 def stats_command(as_json: bool) -> None:
     """Print how many requests were seen, slow, alerted and suppressed, and the cost.
 
-    The counts cover every worker when PERFALERT_STORAGE_URI names a shared
-    store that keeps counters. Otherwise they are this process's own: this
-    command runs in a process of its own, which has served no requests.
+    Without a shared store the counts are this process's own, and this
+    command runs in a process of its own, which has served no requests. With
+    PERFALERT_STORAGE_URI naming a shared store (sqlite:// or redis://) they
+    cover every worker: each adds its counts to the store at most every few
+    seconds while it serves requests, and when it exits.
     """
     ext = _extension()
     scope, data = collect_stats(ext)
@@ -291,6 +313,7 @@ def stats_command(as_json: bool) -> None:
             )
     else:
         click.echo(f"Scope: {scope}.")
+        click.echo(_reporting(data))
     click.echo()
     width = max(len(label) for _, label in _STAT_LABELS)
     for name, label in _STAT_LABELS:

@@ -15,6 +15,7 @@ from flask import Flask, current_app, has_app_context, has_request_context, requ
 
 from ._middleware import ENVIRON_EXCLUDED, install_timer, timer_state
 from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
+from ._sampler import SAMPLER, keep_sampling_signal_off_this_thread
 from .settings import PerfAlertSettings, load_settings
 
 logger = logging.getLogger("flask_perfalert")
@@ -63,6 +64,13 @@ class PerfAlert:
         once. Calling it again on the same app re-reads the settings.
         """
         loaded = load_settings(app.config, self._options)
+        other = app.extensions.get(EXTENSION_KEY)
+        if other is not None and other is not self:
+            # Two instances on one app would both alert (two reports, two posts).
+            logger.warning(
+                "A second PerfAlert was set up on app %r; it replaces the first.", app.name
+            )
+            other._forget(app)
         with self._lock:
             previous = self._monitors.get(app)
             if previous is not None:
@@ -75,10 +83,18 @@ class PerfAlert:
         self._install_timer(app, monitor)
         if monitor.settings.enabled and monitor.min_threshold < EARLY_CAPTURE_BELOW:
             self._install_request_capture(app)
-        self._install_async_link(app)
+        if monitor.settings.enabled:
+            self._install_async_link(app)
         self._register_cli(app)
         _check_pyinstrument_once()
         logger.debug("Flask-PerfAlert set up for %s: %s", app.name, loaded.settings.masked())
+
+    def _forget(self, app: Flask) -> None:
+        with self._lock:
+            monitor = self._monitors.pop(app, None)
+        if monitor is not None:
+            monitor.disconnect(app)
+            monitor.close()
 
     def _install_timer(self, app: Flask, monitor: AppMonitor) -> None:
         state = timer_state(app.wsgi_app)
@@ -122,14 +138,17 @@ class PerfAlert:
                 return original(func)
             environ = request.environ
             monitor = self._monitors.get(current_app._get_current_object())  # type: ignore[attr-defined]
-            if monitor is None or ENVIRON_EXCLUDED in environ:
+            if monitor is None or not monitor.settings.enabled or ENVIRON_EXCLUDED in environ:
                 return original(func)
 
             @functools.wraps(func)
             async def linked(*args: Any, **kwargs: Any) -> Any:
+                keep_sampling_signal_off_this_thread()
                 thread_id = threading.get_ident()
                 threads = environ.setdefault(ENVIRON_THREADS, [])
                 threads.append(thread_id)
+                if SAMPLER.thread_waiting:
+                    SAMPLER.wake_thread()  # it samples requests whose work is on other threads
                 token = None
                 if monitor.policy.mode == "pyinstrument":
                     entry = (time.perf_counter(), thread_id, monitor, environ)

@@ -78,8 +78,9 @@ class PerfAlertSettings(BaseSettings):
     )
     exclude: list[str] = Field(
         default_factory=list,
-        description='Never monitored: Flask endpoint names (``"static"``) or URL path glob '
-        'patterns (``"/health*"``).',
+        description='Never monitored: Flask endpoint names (``"static"``, matched exactly) '
+        'and URL path glob patterns, which start with ``/`` (``"/health*"`` matches '
+        "``/healthz`` and ``/health/db``).",
     )
     alert_window_days: float = Field(
         10.0,
@@ -215,6 +216,14 @@ class PerfAlertSettings(BaseSettings):
         """Map each ``PERFALERT_*`` key to its field name."""
         return {PREFIX + name.upper(): name for name in cls.model_fields}
 
+    def __repr_args__(self) -> Any:
+        # repr() and str() hide what masked() hides: a password inside a URI too
+        # (SecretStr fields mask themselves).
+        for name, value in super().__repr_args__():
+            if isinstance(value, str) and "://" in value:
+                value = masked_uri(value)
+            yield name, value
+
     def masked(self) -> dict[str, Any]:
         """The effective settings by key, with secrets masked; safe to print or log."""
         out: dict[str, Any] = {}
@@ -306,6 +315,7 @@ def load_settings(
         try:
             settings = _build(init, env_subset)
         except ValidationError as exc:
+            origins = dict(sources)  # several errors of one key: all from the same place
             for error in exc.errors():
                 name = str(error["loc"][0]) if error["loc"] else ""
                 if name not in fields:  # pragma: no cover - a model-level error
@@ -314,10 +324,15 @@ def load_settings(
                     call_default_factory=True
                 )
                 secret = _is_secret(name)
+                # An entry of a mapping or list: say which one ("x" of {"x": -1}).
+                where = "".join(
+                    f"[{_describe(part, secret)}]" for part in error["loc"][1:2] if not secret
+                )
                 logger.warning(
-                    "Invalid value for %s from %s: %s (%s); using the default %s instead.",
+                    "Invalid value for %s%s from %s: %s (%s); using the default %s instead.",
                     PREFIX + name.upper(),
-                    sources[name],
+                    where,
+                    origins[name],
                     _describe(error.get("input"), secret),
                     error["msg"],
                     _describe(default, secret),

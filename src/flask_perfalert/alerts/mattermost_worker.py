@@ -18,7 +18,7 @@ import weakref
 from typing import Protocol
 
 from .. import _delivery
-from .._delivery import DeliveryWorker
+from .._delivery import DeliveryWorker, Job
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -84,31 +84,14 @@ class MattermostWorker(DeliveryWorker):
         finally:
             self._interrupt.clear()
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="flask-perfalert-mattermost", daemon=True
-                )
-                self._thread.start()
+    thread_name = "flask-perfalert-mattermost"
 
-    def _run(self) -> None:
+    def _next_job(self) -> Job | None:
         while True:
             try:
-                job = self._queue.get(timeout=self._next_wakeup())
+                return self._queue.get(timeout=self._next_wakeup())
             except queue.Empty:  # a replay is due: queue it like any job
                 self._queue_due_replays()
-                continue
-            if job is None:
-                return
-            self.busy = True
-            try:
-                job.run()
-            except Exception:
-                logger.exception("Flask-PerfAlert job failed: %s", job.description)
-            finally:
-                self.busy = False
-                self._queue.task_done()
 
     def _next_wakeup(self) -> float | None:
         with self._wakeups_lock:

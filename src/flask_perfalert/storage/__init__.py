@@ -14,6 +14,10 @@ expire by themselves.
 
 A shared store is wrapped in a :class:`~.fallback.FallbackStore`: when it does
 not answer, the window is kept in memory meanwhile, and ``claim`` never raises.
+
+The shared stores also sum every worker's counters: ``add_counters(app_key,
+deltas, batch)`` and ``counters(app_key)`` (see ``flask_perfalert._counters``);
+``MemoryStore`` has neither, so ``flask perfalert stats`` shows its own process.
 """
 
 from __future__ import annotations

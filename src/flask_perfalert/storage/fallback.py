@@ -10,6 +10,10 @@ one per request. The shared store is tried again after a back-off that grows
 from ``RETRY_MIN`` to ``RETRY_MAX`` seconds; when it answers, it decides again,
 and the keys claimed locally meanwhile are claimed in it too, so other
 processes do not alert for them a second time.
+
+Counters follow the same state: ``add_counters`` returns False, without
+trying, while the store is away (the caller keeps the counts and sends them
+again later), and a call at retry time probes the store like a claim does.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from ._counting import Batch
 from ._fork import renew_locks_after_fork
 from .memory import MemoryStore
 
@@ -39,6 +44,12 @@ class SharedStore(Protocol):
     description: str
 
     def claim(self, key: str, window_seconds: float) -> bool: ...
+
+    def add_counters(
+        self, app_key: str, deltas: Mapping[str, float], batch: Batch | None = None
+    ) -> None: ...
+
+    def counters(self, app_key: str) -> dict[str, float]: ...
 
     def prepare(self) -> None: ...
 
@@ -98,6 +109,44 @@ class FallbackStore:
         self.memory.claim(key, window_seconds)  # remembered, in case the store goes away
         return won
 
+    def add_counters(
+        self,
+        app_key: str,
+        deltas: Mapping[str, float],
+        batch: Batch | None = None,
+        *,
+        retry_now: bool = False,
+    ) -> bool:
+        """Add counts to the shared store: True once it has them, False otherwise.
+
+        Never raises. While the store is away this returns False at once (before
+        the next retry; ``retry_now``, at exit, tries anyway): the caller keeps
+        the counts and sends the same batch again, which the store applies once.
+        """
+        now = self.clock()
+        probing = False
+        with self._lock:
+            if self.degraded:
+                if now < self._retry_at and not retry_now:
+                    return False
+                self._retry_at = now + self._delay
+                probing = True
+        try:
+            if probing:
+                self._hand_over(now)
+            self.shared.add_counters(app_key, deltas, batch)
+        except Exception as exc:
+            with self._lock:
+                self._failed(exc, now)
+            return False
+        if probing:
+            self._recovered()
+        return True
+
+    def counters(self, app_key: str) -> dict[str, float]:
+        """Every worker's counters of the app, read from the shared store (raises if away)."""
+        return self.shared.counters(app_key)
+
     def close(self) -> None:
         try:
             self.shared.close()
@@ -131,7 +180,8 @@ class FallbackStore:
             logger.warning(
                 "The alert store %s is not available (%s); slow requests are "
                 "de-duplicated in this process's memory until it answers again "
-                "(next try in %.0fs; further store warnings muted for %.0fs).",
+                "(counts wait in this process; next try in %.0fs; further store "
+                "warnings muted for %.0fs).",
                 self.description,
                 reason,
                 self._delay,

@@ -12,19 +12,27 @@ to redis-py and win over these defaults.
 
 The client (and its connection pool) is made per process: after a ``fork``
 (gunicorn ``--preload``) the child makes its own and never uses the parent's.
+
+Counters of an app are one hash, ``<prefix>counters:<app>``; a batch of them
+is one Lua script (one round trip, run atomically): ``HINCRBYFLOAT`` per
+counter, unless the sender's batch number shows it was applied before, and an
+``EXPIRE`` of ``COUNTER_TTL`` on every key it touched, so the counters of an
+app that stopped reporting go away by themselves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ._counting import COUNTER_TTL, SENDER_TTL, WORKERS_RECENT, WORKERS_SEEN, Batch
 from ._fork import renew_locks_after_fork
 
 if TYPE_CHECKING:
@@ -36,6 +44,41 @@ CONNECT_TIMEOUT = 0.3
 READ_TIMEOUT = 0.5
 
 INSTALL_HINT = "pip install 'flask-perfalert[redis]'"
+
+# KEYS: the counters hash, the senders' last batch numbers (hash), the senders
+# by time of their last batch (sorted set). ARGV: sender ("" without a batch),
+# batch number, now, TTL, forget senders before, then counter name, delta, ...
+_ADD_COUNTERS = """
+local sender = ARGV[1]
+local apply = true
+if sender ~= '' then
+  local last = tonumber(redis.call('HGET', KEYS[2], sender) or '0')
+  local number = tonumber(ARGV[2])
+  if last >= number then
+    apply = false
+  else
+    redis.call('HSET', KEYS[2], sender, ARGV[2])
+  end
+  redis.call('ZADD', KEYS[3], ARGV[3], sender)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[5], 'LIMIT', 0, 100)
+  if #old > 0 then
+    redis.call('HDEL', KEYS[2], unpack(old))
+    redis.call('ZREM', KEYS[3], unpack(old))
+  end
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+if apply then
+  for i = 6, #ARGV, 2 do
+    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+  redis.call('HSETNX', KEYS[1], 'since', ARGV[3])  -- _counting.SINCE
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if apply then return 1 end
+return 0
+"""
+_ADD_COUNTERS_SHA = hashlib.sha1(_ADD_COUNTERS.encode()).hexdigest()
 SCHEMES = ("redis", "rediss")
 
 
@@ -119,6 +162,42 @@ class RedisStore:
         owner = f"{socket.gethostname()}:{os.getpid()}"
         client = self._client_for_process()
         return bool(client.set(self.prefix + key, owner, nx=True, px=millis))
+
+    def add_counters(
+        self, app_key: str, deltas: Mapping[str, float], batch: Batch | None = None
+    ) -> None:
+        """Add ``deltas`` to the app's counters, atomically; raises on failure.
+
+        A ``batch`` already applied for its sender is not added again.
+        """
+        keys = self._counter_keys(app_key)
+        now = self.clock()
+        sender, number = batch if batch is not None else ("", 0)
+        args: list[str | int] = [sender, number, repr(now), COUNTER_TTL, repr(now - SENDER_TTL)]
+        for name, value in deltas.items():
+            args += [name, format(float(value), ".17g")]
+        client = self._client_for_process()
+        try:
+            client.evalsha(_ADD_COUNTERS_SHA, len(keys), *keys, *args)
+        except self._redis.exceptions.NoScriptError:
+            client.eval(_ADD_COUNTERS, len(keys), *keys, *args)  # also caches it
+
+    def counters(self, app_key: str) -> dict[str, float]:
+        """Every process's counters of the app, summed; ``{}`` if none were added."""
+        total, _, seen = self._counter_keys(app_key)
+        now = self.clock()
+        pipe = self._client_for_process().pipeline(transaction=False)
+        pipe.hgetall(total)
+        pipe.zcount(seen, repr(now - WORKERS_RECENT), "+inf")
+        raw, workers = pipe.execute()
+        values = {name.decode(): float(value) for name, value in raw.items()}
+        if values:
+            values[WORKERS_SEEN] = float(workers)
+        return values
+
+    def _counter_keys(self, app_key: str) -> tuple[str, str, str]:
+        total = f"{self.prefix}counters:{app_key}"
+        return total, f"{total}:senders", f"{total}:seen"
 
     def prepare(self) -> None:
         """Check now (at start-up) that Redis answers; raises if it does not.

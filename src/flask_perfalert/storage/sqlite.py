@@ -12,6 +12,11 @@ The file is opened lazily, once per process (a connection never crosses a
 ``fork``, e.g. gunicorn ``--preload``), in WAL mode with a short busy timeout:
 a file locked for longer makes ``claim`` raise, and the fallback wrapper keeps
 the window in memory meanwhile.
+
+Counters (``add_counters``, ``counters``) are rows ``(app, name, value)`` of
+``perfalert_counters``, the app being the prefix and the app's name; a batch
+is one ``BEGIN IMMEDIATE`` transaction of one upsert per counter, applied at
+most once per sender and batch number (``perfalert_counter_senders``).
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ._counting import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch
 from ._fork import renew_locks_after_fork
 
 #: Seconds a claim waits for another process's write lock before giving up.
@@ -38,6 +44,17 @@ _SCHEMA = (
     " expires REAL NOT NULL,"
     " owner TEXT NOT NULL DEFAULT '')",
     "CREATE INDEX IF NOT EXISTS perfalert_claims_expires ON perfalert_claims (expires)",
+    "CREATE TABLE IF NOT EXISTS perfalert_counters ("
+    " app TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " value REAL NOT NULL,"
+    " PRIMARY KEY (app, name))",
+    "CREATE TABLE IF NOT EXISTS perfalert_counter_senders ("
+    " app TEXT NOT NULL,"
+    " sender TEXT NOT NULL,"
+    " batch INTEGER NOT NULL,"
+    " seen REAL NOT NULL,"
+    " PRIMARY KEY (app, sender))",
 )
 _CLAIM = (
     "INSERT INTO perfalert_claims (key, expires, owner) VALUES (?, ?, ?) "
@@ -45,6 +62,20 @@ _CLAIM = (
     "WHERE perfalert_claims.expires <= ?"
 )
 _PURGE = "DELETE FROM perfalert_claims WHERE expires <= ?"
+_ADD = (
+    "INSERT INTO perfalert_counters (app, name, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (app, name) DO UPDATE SET value = value + excluded.value"
+)
+_SINCE = "INSERT OR IGNORE INTO perfalert_counters (app, name, value) VALUES (?, ?, ?)"
+_LAST_BATCH = "SELECT batch FROM perfalert_counter_senders WHERE app = ? AND sender = ?"
+_SENDER = (
+    "INSERT INTO perfalert_counter_senders (app, sender, batch, seen) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (app, sender) DO UPDATE SET batch = max(batch, excluded.batch), "
+    "seen = excluded.seen"
+)
+_FORGET_SENDERS = "DELETE FROM perfalert_counter_senders WHERE app = ? AND seen < ?"
+_COUNTERS = "SELECT name, value FROM perfalert_counters WHERE app = ?"
+_WORKERS = "SELECT count(*) FROM perfalert_counter_senders WHERE app = ? AND seen >= ?"
 
 
 def sqlite_path(uri: str) -> Path:
@@ -128,6 +159,64 @@ class SQLiteStore:
                 except sqlite3.Error:
                     pass  # the claim stands; expired rows go next time
         return changed == 1
+
+    def add_counters(
+        self, app_key: str, deltas: Mapping[str, float], batch: Batch | None = None
+    ) -> None:
+        """Add ``deltas`` to the app's counters, in one transaction; raises on failure.
+
+        A ``batch`` already applied for its sender is not added again.
+        """
+        app = self.prefix + app_key
+        now = self.clock()
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._add(conn, app, deltas, batch, now)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._drop()
+                raise
+
+    @staticmethod
+    def _add(
+        conn: sqlite3.Connection,
+        app: str,
+        deltas: Mapping[str, float],
+        batch: Batch | None,
+        now: float,
+    ) -> None:
+        if batch is not None:
+            sender, number = batch
+            row = conn.execute(_LAST_BATCH, (app, sender)).fetchone()
+            conn.execute(_SENDER, (app, sender, number, now))
+            conn.execute(_FORGET_SENDERS, (app, now - SENDER_TTL))
+            if row is not None and row[0] >= number:
+                return  # applied before; its reply was lost
+        conn.executemany(_ADD, [(app, name, float(value)) for name, value in deltas.items()])
+        conn.execute(_SINCE, (app, SINCE, now))
+
+    def counters(self, app_key: str) -> dict[str, float]:
+        """Every process's counters of the app, summed; ``{}`` if none were added."""
+        app = self.prefix + app_key
+        now = self.clock()
+        with self._lock:
+            conn = self._connection()
+            try:
+                values = {name: float(value) for name, value in conn.execute(_COUNTERS, (app,))}
+                seen = conn.execute(_WORKERS, (app, now - WORKERS_RECENT)).fetchone()[0]
+            except sqlite3.Error:
+                self._drop()
+                raise
+        if values:
+            values[WORKERS_SEEN] = float(seen)
+        return values
 
     def prepare(self) -> None:
         """Create the file and its table now (at start-up), then close it again.

@@ -1,0 +1,89 @@
+"""A Flask app for the profiling tests under gunicorn (sync, gthread, --preload).
+
+Each slow request writes one JSON line to ``PROFILING_APP_EVENTS`` (O_APPEND):
+pid, endpoint, profile note and the names of the functions in its call tree.
+``/busy/<name>`` spins in a function named ``work_<name>`` for
+``PROFILING_APP_SECONDS`` (0.3) seconds, so the tree must name it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from flask import Flask
+
+from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
+
+EVENTS = os.environ.get("PROFILING_APP_EVENTS")
+SECONDS = float(os.environ.get("PROFILING_APP_SECONDS", "0.3"))
+
+app = Flask(__name__)
+perf = PerfAlert(app, file_enabled=False, threshold_seconds=SECONDS * 0.6)
+
+
+def _spin(seconds: float) -> int:
+    deadline = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < deadline:
+        n += 1
+    return n
+
+
+def work_alpha() -> int:
+    return _spin(SECONDS)
+
+
+def work_beta() -> int:
+    return _spin(SECONDS)
+
+
+WORK = {"alpha": work_alpha, "beta": work_beta}
+
+
+@app.route("/")
+def index() -> str:
+    return "ok"
+
+
+@app.route("/pid")
+def pid() -> str:
+    return str(os.getpid())
+
+
+@app.route("/busy/<name>")
+def busy(name: str) -> str:
+    return str(WORK[name]())
+
+
+def function_names(event: SlowRequestEvent) -> list[str]:
+    root = event.profile.root_frame() if event.profile is not None else None
+    names: list[str] = []
+    stack = [root] if root is not None else []
+    while stack:
+        frame = stack.pop()
+        names.append(frame.function)
+        stack.extend(frame.children)
+    return names
+
+
+@perf_slow_request.connect_via(app)
+def record(sender: Flask, event: SlowRequestEvent, **extra: Any) -> None:
+    if not EVENTS:
+        return
+    line = json.dumps(
+        {
+            "pid": os.getpid(),
+            "endpoint": event.endpoint,
+            "url": event.url,
+            "note": event.profile_note,
+            "functions": function_names(event),
+        }
+    )
+    fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)

@@ -1,0 +1,462 @@
+"""Profiles: the default sampler, the other modes, and where profiles must be right."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+import pytest
+from flask import Flask
+from servers import Gunicorn, wait_for
+from werkzeug.serving import make_server
+
+from flask_perfalert import PerfAlert, SlowRequestEvent, _sampler
+from flask_perfalert import _pyinstrument_compat as compat
+from flask_perfalert._measurement import MAX_DISTINCT_STACKS, Measurement
+from flask_perfalert._sampler import SAMPLER
+
+TESTS = Path(__file__).parent
+
+
+def spin(seconds: float) -> int:
+    deadline = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < deadline:
+        n += 1
+    return n
+
+
+def crunch_numbers(seconds: float) -> int:
+    return spin(seconds)
+
+
+def tree_functions(event: SlowRequestEvent) -> list[str]:
+    assert event.profile is not None, event.profile_note
+    root = event.profile.root_frame()
+    names: list[str] = []
+    stack = [root] if root is not None else []
+    while stack:
+        frame = stack.pop()
+        names.append(frame.function)
+        stack.extend(frame.children)
+    return names
+
+
+def only(events: list[SlowRequestEvent]) -> SlowRequestEvent:
+    assert len(events) == 1, [e.summary() for e in events]
+    return events[0]
+
+
+# -- the default mode -----------------------------------------------------------------
+
+
+def test_the_first_slow_request_has_a_profile_that_names_the_culprit(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    PerfAlert(app, threshold_seconds=0.1, file_enabled=False)
+
+    @app.route("/report")
+    def report() -> str:
+        return str(crunch_numbers(0.2))
+
+    assert app.test_client().get("/report").status_code == 200
+    event = only(events)
+    assert event.profile is not None
+    hot = event.hot_frames(3)
+    assert hot and hot[0].function in ("crunch_numbers", "spin")
+    assert "crunch_numbers" in tree_functions(event)
+    # The report says which part of the request the profile covers.
+    assert event.profile_note.startswith("Sampled every 5 ms from 0.01")
+    assert "were not sampled" in event.profile_note
+    # CPU time is reported (a busy loop uses CPU; a loaded machine gives it less).
+    assert event.profile.cpu_time > 0
+
+
+def test_sample_after_and_interval_are_settings(app: Flask, events: list[SlowRequestEvent]) -> None:
+    PerfAlert(app, threshold_seconds=0.1, sample_after=0, sample_interval=0.02, file_enabled=False)
+
+    @app.route("/")
+    def index() -> str:
+        return str(crunch_numbers(0.15))
+
+    app.test_client().get("/")
+    note = only(events).profile_note
+    assert note.startswith("Sampled every 20 ms from 0.000s"), note
+
+
+@pytest.mark.parametrize(
+    ("mode", "has_profile", "note"),
+    [
+        ("sampling", True, "Sampled every"),
+        ("pyinstrument", True, "Profiled by pyinstrument"),
+        ("none", False, "profiling is off"),
+    ],
+)
+def test_profiler_modes(
+    app: Flask, events: list[SlowRequestEvent], mode: str, has_profile: bool, note: str
+) -> None:
+    PerfAlert(app, threshold_seconds=0.1, profiler=mode, file_enabled=False)
+
+    @app.route("/")
+    def index() -> str:
+        return str(crunch_numbers(0.15))
+
+    app.test_client().get("/")
+    event = only(events)
+    assert (event.profile is not None) is has_profile
+    assert note in event.profile_note
+    if has_profile:
+        assert "crunch_numbers" in tree_functions(event)
+
+
+def test_too_few_samples_still_alerts_and_says_so(
+    app: Flask, events: list[SlowRequestEvent], report_dir: Path, wait_delivery: Any
+) -> None:
+    # Sampling starts at 90% of the threshold, once a second: a request just over
+    # the threshold ends before a second sample.
+    PerfAlert(app, threshold_seconds=0.1, sample_after=0.9, sample_interval=1.0)
+
+    @app.route("/")
+    def index() -> str:
+        return str(spin(0.105))
+
+    app.test_client().get("/")
+    event = only(events)
+    assert event.profile is None
+    assert event.profile_note.startswith("No profile: too few samples")
+    wait_delivery()
+    [report] = report_dir.glob("perfalert-*.html")
+    assert "too few samples" in report.read_text()
+
+
+# -- where profiles must be right ----------------------------------------------------------
+
+
+async def crunch_async(seconds: float) -> int:
+    await asyncio.sleep(0)
+    return crunch_numbers(seconds)
+
+
+@pytest.mark.parametrize("mode", ["sampling", "pyinstrument"])
+def test_async_views_show_their_own_frames(
+    app: Flask, events: list[SlowRequestEvent], mode: str
+) -> None:
+    PerfAlert(app, threshold_seconds=0.1, profiler=mode, file_enabled=False)
+
+    @app.route("/async")
+    async def async_view() -> str:
+        return str(await crunch_async(0.2))
+
+    assert app.test_client().get("/async").status_code == 200
+    functions = tree_functions(only(events))
+    assert "crunch_async" in functions and "crunch_numbers" in functions
+
+
+def work_alpha() -> int:
+    return spin(0.3)
+
+
+def work_beta() -> int:
+    return spin(0.3)
+
+
+def test_concurrent_requests_on_threads_each_get_only_their_own_stacks(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    PerfAlert(app, threshold_seconds=0.2, file_enabled=False)
+    app.add_url_rule("/alpha", "alpha", lambda: str(work_alpha()))
+    app.add_url_rule("/beta", "beta", lambda: str(work_beta()))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        clients = [
+            threading.Thread(target=lambda p=p: urlopen(base + p, timeout=20).read())
+            for p in ("/alpha", "/beta")
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(20)
+        wait_for(lambda: len(events) == 2, timeout=10)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    by_endpoint = {e.endpoint: tree_functions(e) for e in events}
+    assert "work_alpha" in by_endpoint["alpha"] and "work_beta" not in by_endpoint["alpha"]
+    assert "work_beta" in by_endpoint["beta"] and "work_alpha" not in by_endpoint["beta"]
+
+
+def test_a_watched_function_in_a_request_gets_its_own_profile(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    perf = PerfAlert(app, threshold_seconds=0.1, file_enabled=False)
+
+    @perf.watch(threshold=0.05)
+    def build_invoice() -> int:
+        return crunch_numbers(0.15)
+
+    @app.route("/checkout")
+    def checkout() -> str:
+        spin(0.05)
+        return str(build_invoice())
+
+    app.test_client().get("/checkout")
+    by_kind = {e.kind: e for e in events}
+    assert set(by_kind) == {"request", "function"}
+    function_tree = tree_functions(by_kind["function"])
+    # Its own profile starts at the watched function: the view is not in it.
+    assert "crunch_numbers" in function_tree and "checkout" not in function_tree
+    assert "checkout" in tree_functions(by_kind["request"])
+
+
+def descend(depth: int) -> int:
+    if depth == 0:
+        return spin(0.15)
+    return descend(depth - 1) + 1
+
+
+def test_deep_recursion(app: Flask, events: list[SlowRequestEvent]) -> None:
+    PerfAlert(app, threshold_seconds=0.1, file_enabled=False)
+
+    @app.route("/deep")
+    def deep() -> str:
+        return str(descend(600))
+
+    assert app.test_client().get("/deep").status_code == 200
+    event = only(events)
+    assert event.hot_frames(1)[0].function == "spin"
+    assert tree_functions(event).count("descend") >= 600
+
+
+def test_a_request_running_for_minutes_keeps_bounded_samples_and_all_its_time() -> None:
+    m = Measurement(start=0.0, thread_id=threading.get_ident(), arm_at=0.0)
+    now = 0.0
+    # 3x as many distinct stacks (different lines) as the table holds, 10 ms each.
+    for i in range(3 * MAX_DISTINCT_STACKS):
+        now += 0.01
+        m.add_sample((f"handler\x00app.py\x001\x01l{i}", f"query\x00db.py\x00{i}"), now)
+    assert len(m.stacks) <= 2 * MAX_DISTINCT_STACKS + 1
+    # Merged rather than dropped: every sampled second is still there.
+    assert sum(m.stacks.values()) == pytest.approx(now)
+    assert m.sample_count == 3 * MAX_DISTINCT_STACKS
+
+
+def test_no_thread_is_started_for_requests_on_the_main_thread(tmp_path: Path) -> None:
+    # A gunicorn sync worker serves on its main thread: the sampler must use a
+    # timer signal there, never a thread (a process that ever had a thread
+    # stays slower). Checked in a fresh process.
+    script = tmp_path / "main_thread.py"
+    script.write_text(
+        "import threading, time\n"
+        "from flask import Flask\n"
+        "from flask_perfalert import PerfAlert, perf_slow_request\n"
+        "app = Flask('x')\n"
+        "PerfAlert(app, threshold_seconds=0.05, file_enabled=False)\n"
+        "seen = []\n"
+        "perf_slow_request.connect(lambda s, event: seen.append(event), app, weak=False)\n"
+        "@app.route('/')\n"
+        "def index():\n"
+        "    deadline = time.perf_counter() + 0.1\n"
+        "    while time.perf_counter() < deadline: pass\n"
+        "    return 'ok'\n"
+        "c = app.test_client()\n"
+        "for _ in range(3): c.get('/', buffered=True)\n"
+        "print(threading.active_count(), len(seen), seen[0].profile is not None)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["1", "3", "True"], out.stderr
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    ("worker_class", "threads"), [("sync", 1), ("gthread", 4)], ids=["sync", "gthread"]
+)
+def test_profiles_under_gunicorn_preload(tmp_path: Path, worker_class: str, threads: int) -> None:
+    events = tmp_path / "events.jsonl"
+    server = Gunicorn(
+        "apps.profiling_app:app",
+        tmp_path,
+        {"PROFILING_APP_EVENTS": str(events)},
+        workers=2,
+        worker_class=worker_class,
+        threads=threads,
+        preload=True,
+    )
+    with server:
+        pids: set[str] = set()
+        deadline = time.monotonic() + 30
+        # Slow requests until both forked workers have produced a profile.
+        while time.monotonic() < deadline:
+            for name in ("alpha", "beta"):
+                status, _ = server.get(f"/busy/{name}")
+                assert status == 200
+            lines = events.read_text().splitlines() if events.exists() else []
+            pids = {json.loads(line)["pid"] for line in lines}
+            if len(pids) == 2:
+                break
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert len({r["pid"] for r in records}) == 2
+    for record in records:
+        # Each forked worker samples with its own timer: every report has a call
+        # tree naming its own request's function.
+        assert record["note"].startswith("Sampled every"), record
+        name = record["url"].rsplit("/", 1)[-1]
+        assert f"work_{name}" in record["functions"], record
+
+
+# -- environments -------------------------------------------------------------------------
+
+
+def test_green_threads_fall_back_to_alerts_without_a_profile(
+    app: Flask,
+    events: list[SlowRequestEvent],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = types.ModuleType("gevent.monkey")
+    fake.is_module_patched = lambda name: name == "threading"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gevent.monkey", fake)
+    with caplog.at_level(logging.WARNING, "flask_perfalert"):
+        PerfAlert(app, threshold_seconds=0.05, file_enabled=False)
+    assert "gevent is patching threads" in caplog.text
+
+    @app.route("/")
+    def index() -> str:
+        return str(spin(0.08))
+
+    app.test_client().get("/")
+    event = only(events)
+    assert event.profile is None
+    assert "not possible under gevent" in event.profile_note
+
+
+def test_current_frames_holds_off_the_garbage_collector_on_affected_pythons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bool] = []
+
+    def fake_current_frames() -> dict[int, Any]:
+        seen.append(gc.isenabled())
+        return {}
+
+    monkeypatch.setattr(_sampler, "_CURRENT_FRAMES_NEEDS_GC_GUARD", True)
+    monkeypatch.setattr(sys, "_current_frames", fake_current_frames)
+    assert gc.isenabled()
+    _sampler._current_frames()
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_the_sampler_backs_off_above_max_overhead_and_logs_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(SAMPLER, "interval", 0.005)
+    monkeypatch.setattr(SAMPLER, "base_interval", 0.005)
+    monkeypatch.setattr(SAMPLER, "max_overhead", 0.05)
+    monkeypatch.setattr(SAMPLER, "backed_off", False)
+    monkeypatch.setattr(SAMPLER, "timer_running", False)
+    start = time.perf_counter()
+    monkeypatch.setattr(SAMPLER, "_window_start", start)
+    monkeypatch.setattr(SAMPLER, "_window_cost", 0.0)
+    with caplog.at_level(logging.WARNING, "flask_perfalert"):
+        # Two windows in which sampling took 20% of the time.
+        SAMPLER._control_overhead(start + 1.0, 0.2)
+        SAMPLER._control_overhead(start + 2.0, 0.2)
+    assert SAMPLER.interval == 0.02
+    assert caplog.text.count("sampler used") == 1
+    # Once it is cheap again, it comes back to the configured interval.
+    SAMPLER._control_overhead(start + 3.0, 0.0)
+    SAMPLER._control_overhead(start + 4.0, 0.0)
+    assert SAMPLER.interval == 0.005
+
+
+# -- pyinstrument compatibility ------------------------------------------------------------
+
+
+def test_this_pyinstrument_is_compatible() -> None:
+    compat.check_compatible()
+    assert compat.incompatible is None
+
+
+@pytest.mark.allow_internal_errors
+def test_an_incompatible_pyinstrument_fails_loudly_and_alerts_go_on(
+    app: Flask, events: list[SlowRequestEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compat.HTMLRenderer, "render", lambda self, session: "<html></html>")
+    with pytest.raises(RuntimeError, match="is not supported"):
+        compat.check_compatible()
+    try:
+        PerfAlert(app, threshold_seconds=0.05, file_enabled=False)
+
+        @app.route("/")
+        def index() -> str:
+            return str(spin(0.08))
+
+        assert app.test_client().get("/").status_code == 200
+        event = only(events)
+        assert event.profile is None
+        assert "is not supported" in event.profile_note
+    finally:
+        monkeypatch.undo()
+        compat.check_compatible()
+
+
+# -- the extension's own cost and state ---------------------------------------------------------
+
+
+def test_stats_count_and_measure_the_extension_s_own_cost(
+    app: Flask, events: list[SlowRequestEvent], clock: Any
+) -> None:
+    perf = PerfAlert(app, threshold_seconds=0.05, file_enabled=False, clock=clock)
+
+    @app.route("/fast")
+    def fast() -> str:
+        return "ok"
+
+    @app.route("/slow")
+    def slow() -> str:
+        return str(spin(0.06))
+
+    client = app.test_client()
+    for _ in range(20):
+        client.get("/fast")
+    client.get("/slow")
+    client.get("/slow")
+    stats = perf.stats(app)
+    assert (stats["requests"], stats["slow"], stats["alerted"], stats["suppressed"]) == (
+        22,
+        2,
+        1,
+        1,
+    )
+    assert 0 < stats["own_seconds_per_request"] < 0.001
+    assert stats["own_seconds"] == pytest.approx(22 * stats["own_seconds_per_request"])
+    assert stats["sampler_seconds"] > 0
+    assert 0 < stats["estimated_overhead"] < 0.5
+    assert stats["after_response_seconds"] > 0
+
+
+def test_monitoring_state_stays_bounded_over_many_urls_and_endpoints(app: Flask) -> None:
+    perf = PerfAlert(app, threshold_seconds=0.05, file_enabled=False)
+    for i in range(300):
+        app.add_url_rule(f"/e{i}/<item>", f"endpoint_{i}", lambda item: item)
+    client = app.test_client()
+    for i in range(3000):
+        assert client.get(f"/e{i % 300}/{i}?q={i}").status_code == 200
+    assert perf.stats(app)["requests"] == 3000
+    # Nothing is kept per URL or per endpoint once requests are done.
+    assert SAMPLER.active == {} and SAMPLER.armed == {}
