@@ -100,6 +100,9 @@ class Runner:
         self.log = log
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PERFALERT_")}
         self.env["PERFALERT_FILE_DIR"] = str(workdir / "reports")
+        # The same string hashes (dict layouts) in every process: one source less of
+        # differences between two processes running the same code.
+        self.env["PYTHONHASHSEED"] = "0"
         if config.threshold is not None:
             self.env["PERFALERT_THRESHOLD_SECONDS"] = str(config.threshold)
         self.env.pop("BENCH_EVENTS_FILE", None)
