@@ -1,0 +1,1 @@
+"""The Flask-PerfAlert benchmark (``python bench/run.py``); see docs/performance.rst."""

@@ -1,0 +1,395 @@
+"""One benchmark configuration, run in a process of its own.
+
+``python -m bench._child '<json spec>'`` runs one task and prints its result as
+one JSON line. Bare and monitored apps never share a process: a thread that
+the monitor starts (or anything else it leaves behind) would slow the bare
+measurement too. Requests go through the WSGI callable as a server sends
+them: call, iterate the body, ``close()`` it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any
+
+from werkzeug.test import EnvironBuilder
+
+from . import apps
+
+perf_counter = time.perf_counter
+#: CPU time of the whole process (every thread): robust against other load on the machine.
+process_time = time.process_time
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of ``values`` (not necessarily sorted), ``q`` in 0..100."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+def summarise(latencies: list[float], wall: float) -> dict[str, Any]:
+    return {
+        "n": len(latencies),
+        "median": statistics.median(latencies),
+        "p90": percentile(latencies, 90),
+        "p99": percentile(latencies, 99),
+        "mean": statistics.fmean(latencies),
+        "throughput": len(latencies) / wall if wall > 0 else 0.0,
+    }
+
+
+def make_caller(app: Callable[..., Any]) -> Callable[..., tuple[float, float, float, str]]:
+    """A minimal WSGI server loop: one request, returns (start, body sent, closed, status).
+
+    ``sent``, a list, receives the process CPU time when the body was sent.
+    """
+    base = EnvironBuilder(path="/", base_url="http://127.0.0.1:8000/").get_environ()
+    status: list[str] = []
+
+    def write(data: bytes) -> None:
+        pass
+
+    def start_response(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        status.append(line)
+        return write
+
+    def call(
+        path: str, query: str = "", sent: list[float] | None = None
+    ) -> tuple[float, float, float, str]:
+        environ = base.copy()
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = query
+        environ["REQUEST_URI"] = environ["RAW_URI"] = f"{path}?{query}" if query else path
+        environ["wsgi.input"] = BytesIO()
+        status.clear()
+        t0 = perf_counter()
+        body = app(environ, start_response)
+        for _chunk in body:
+            pass
+        t1 = perf_counter()
+        if sent is not None:
+            sent.append(process_time())
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        t2 = perf_counter()
+        return t0, t1, t2, status[-1] if status else ""
+
+    return call
+
+
+class _GCClock:
+    """Counts the garbage collector's runs and the time they take (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> None:
+        self.collections = 0
+        self.seconds = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = perf_counter()
+        else:
+            self.collections += 1
+            self.seconds += perf_counter() - self._started
+
+
+gc_clock = _GCClock()
+
+
+def _start_and_join_thread() -> None:
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    thread.join()
+
+
+# -- tasks ------------------------------------------------------------------------------
+
+
+def task_fast(spec: dict[str, Any]) -> dict[str, Any]:
+    """Latency of fast endpoint kinds: warm up, then requests for ``seconds`` each."""
+    if spec.get("start_thread"):
+        _start_and_join_thread()
+    app = apps.create_app(spec["mode"])
+    call = make_caller(app)
+    out: dict[str, Any] = {}
+    for kind in spec["kinds"]:
+        path = apps.FAST_KINDS[kind]
+        deadline = perf_counter() + spec["warmup_seconds"]
+        while True:
+            _, _, _, status = call(path)
+            if not status.startswith("200"):
+                raise RuntimeError(f"{path} answered {status}")
+            if perf_counter() >= deadline:
+                break
+        latencies: list[float] = []
+        limit = spec.get("max_requests", 1_000_000)
+        gc_clock.reset()
+        cpu0 = process_time()
+        began = perf_counter()
+        deadline = began + spec["seconds"]
+        while len(latencies) < limit:
+            t0, _, t2, _ = call(path)
+            latencies.append(t2 - t0)
+            if t2 >= deadline and len(latencies) >= spec.get("min_requests", 20):
+                break
+        cpu = process_time() - cpu0
+        out[kind] = summarise(latencies, perf_counter() - began)
+        out[kind]["cpu"] = cpu / len(latencies)
+        out[kind]["gc_collections"] = gc_clock.collections
+        out[kind]["gc_seconds"] = gc_clock.seconds
+    return out
+
+
+def task_slow(spec: dict[str, Any]) -> dict[str, Any]:
+    """The first slow request of a process: its duration, and its profile against the truth."""
+    app = apps.create_app(spec["mode"])
+    call = make_caller(app)
+    for _ in range(spec.get("warmup_requests", 50)):
+        call(apps.FAST_KINDS["json"])
+    kind = spec["kind"]
+    rid = f"{spec['mode']}-{os.getpid()}-0"
+    cpu_at_sent: list[float] = []
+    cpu0 = process_time()
+    t0, t1, t2, status = call(apps.SLOW_KINDS[kind], f"rid={rid}", sent=cpu_at_sent)
+    cpu = cpu_at_sent[0] - cpu0
+    truth = apps.TRUTH.get(rid, {})
+    result: dict[str, Any] = {
+        "status": status,
+        "response_seconds": t1 - t0,
+        "total_seconds": t2 - t0,
+        "cpu_seconds": cpu,
+        "view_seconds": truth.get("view_seconds"),
+        "true_parts": {name: seconds for name, _, _, seconds in truth.get("parts", [])},
+        "analysis": None,
+    }
+    events = [event for event in apps.EVENTS if event.params.get("rid") == rid]
+    if events:
+        result["analysis"] = apps.analyse(events[0])
+    return result
+
+
+def _monitor_state(app: Any) -> dict[str, Any]:
+    """Sizes of the extension's per-process state (internals: benchmark use only)."""
+    state: dict[str, Any] = {}
+    ext = app.extensions.get("perfalert")
+    if ext is None:
+        return state
+    from flask_perfalert import _pyinstrument_compat
+    from flask_perfalert._sampler import SAMPLER
+
+    monitor = ext._monitors.get(app)
+    state["sampler_active"] = len(SAMPLER.active)
+    state["sampler_armed"] = len(SAMPLER.armed)
+    state["identifier_cache"] = len(_pyinstrument_compat._identifier_cache)
+    try:
+        state["store_keys"] = len(monitor.store)
+    except TypeError:
+        state["store_keys"] = None
+    state["stats"] = {
+        key: value
+        for key, value in monitor.stats.snapshot().items()
+        if key in ("requests", "slow", "alerted", "suppressed")
+    }
+    return state
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """Distinct URLs over many endpoints: live memory at checkpoints."""
+    import tracemalloc
+
+    import flask_perfalert
+
+    ext_dir = os.path.dirname(flask_perfalert.__file__)
+    app = apps.create_app(spec["mode"], endpoints=spec["endpoints"])
+    call = make_caller(app)
+    endpoints = spec["endpoints"]
+    checkpoints = sorted(spec["checkpoints"])
+    tracemalloc.start(1)
+    ext_filter = [tracemalloc.Filter(True, os.path.join(ext_dir, "*"))]
+    out: list[dict[str, Any]] = []
+    statuses: dict[str, int] = {}
+    began = perf_counter()
+    for i in range(checkpoints[-1] + 1):
+        if i in checkpoints:
+            gc.collect()
+            snapshot = tracemalloc.take_snapshot().filter_traces(ext_filter)
+            out.append(
+                {
+                    "requests": i,
+                    "traced_total_bytes": tracemalloc.get_traced_memory()[0],
+                    "traced_extension_bytes": sum(s.size for s in snapshot.statistics("filename")),
+                    "rss_kib": _rss_kib(),
+                    "state": _monitor_state(app),
+                    "seconds": perf_counter() - began,
+                }
+            )
+            if i == checkpoints[-1]:
+                break
+        if i % 11 == 10:
+            path, query = f"/missing/{i}", ""
+        else:
+            path, query = f"/ep{i % endpoints}/{i}", f"q={i}"
+        status = call(path, query)[3][:3]
+        statuses[status] = statuses.get(status, 0) + 1
+    tracemalloc.stop()
+    return {
+        "checkpoints": out,
+        "statuses": statuses,
+        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def task_wrapper(spec: dict[str, Any]) -> dict[str, Any]:
+    """The request timer alone: a minimal Werkzeug response, raw and through the timer."""
+    from werkzeug.wrappers import Response
+
+    app = apps.create_app(spec["mode"])
+    timed = app.wsgi_app
+    state = getattr(timed, "perfalert_state", None)
+    if state is None:
+        raise RuntimeError("the installed request timer has no perfalert_state")
+
+    def inner(environ: dict[str, Any], start_response: Any) -> Any:
+        return Response(b"ok", content_type="text/plain")(environ, start_response)
+
+    state.wrapped = inner
+    raw_call = make_caller(inner)
+    timed_call = make_caller(timed)
+    raw: list[float] = []
+    timed_times: list[float] = []
+    for _ in range(spec["blocks"]):
+        for target, sink in ((raw_call, raw), (timed_call, timed_times)):
+            for _ in range(spec["block_size"]):
+                t0, _, t2, _ = target("/json")
+                sink.append(t2 - t0)
+    snapshot = state.monitor.stats.snapshot()
+    return {
+        "raw_median": statistics.median(raw),
+        "timed_median": statistics.median(timed_times),
+        "raw_mean": statistics.fmean(raw),
+        "timed_mean": statistics.fmean(timed_times),
+        "own_seconds_per_request": snapshot.get("own_seconds_per_request", float("nan")),
+        "requests": snapshot["requests"],
+    }
+
+
+def task_sampler(spec: dict[str, Any]) -> dict[str, Any]:
+    """A CPU-bound call sampled from its first millisecond, on the main thread or another.
+
+    On the main thread the sampler ticks from SIGALRM; on another thread (as in a
+    gthread worker) a sampler thread ticks, and each tick must take the GIL from
+    the working thread. Bare runs use the same thread layout without the extension.
+    The work times itself (wall and process CPU), so the event made after it is
+    not counted.
+    """
+    units = spec["units"]
+    result: dict[str, Any] = {}
+
+    def work(n: int) -> int:
+        cpu0 = process_time()
+        t0 = perf_counter()
+        value = apps.compute_tree(n)
+        result["seconds"] = perf_counter() - t0
+        result["cpu_seconds"] = process_time() - cpu0
+        return value
+
+    func: Callable[[int], int] = work
+    if spec["mode"] != "bare":
+        from flask import Flask
+
+        from flask_perfalert import PerfAlert
+
+        app = Flask(__name__)
+        perf = PerfAlert(app, profiler=spec["mode"], file_enabled=False)
+        func = perf.watch(threshold=spec["threshold"])(work)
+
+    if spec["where"] == "thread":
+        thread = threading.Thread(target=func, args=(units,))
+        thread.start()
+        thread.join()
+    else:
+        func(units)
+    if spec["mode"] == "sampling":
+        from flask_perfalert._sampler import SAMPLER
+
+        result["samples"] = SAMPLER.samples_taken
+        result["interval"] = SAMPLER.interval
+    return result
+
+
+def task_calibrate(spec: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per unit of work of each part function, on this machine (best of 3)."""
+    import sqlite3
+    import tempfile
+
+    # A file database, as in the app: SQLite keeps the query's temporary data the same way.
+    folder = tempfile.TemporaryDirectory(prefix="perfalert-bench-cal-")
+    conn = sqlite3.connect(os.path.join(folder.name, "cal.db"))
+    rows = [(i, f"name {i}", i % 17, (i * 7919) % 1000 / 10) for i in range(1000)]
+    probes: dict[str, tuple[Callable[..., Any], tuple[Any, ...], int]] = {
+        "compute_tree": (apps.compute_tree, (), 300),
+        "crunch_numbers": (apps.crunch_numbers, (), 1_000_000),
+        "build_strings": (apps.build_strings, (), 400_000),
+        "run_query": (apps.run_query, (conn,), 600_000),
+        "process_rows": (apps.process_rows, (rows,), 40),
+    }
+    scale = spec.get("scale", 1.0)
+    out: dict[str, float] = {}
+    for name, (func, args, units) in probes.items():
+        units = max(1, int(units * scale))
+        best = float("inf")
+        for _ in range(3):
+            t0 = perf_counter()
+            func(*args, units)
+            best = min(best, perf_counter() - t0)
+        out[name] = best / units
+    conn.close()
+    folder.cleanup()
+    return out
+
+
+TASKS = {
+    "fast": task_fast,
+    "slow": task_slow,
+    "memory": task_memory,
+    "wrapper": task_wrapper,
+    "sampler": task_sampler,
+    "calibrate": task_calibrate,
+}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    result = TASKS[spec["task"]](spec)
+    result["pid"] = os.getpid()
+    result["threads_alive_at_end"] = threading.active_count()
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

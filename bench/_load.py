@@ -1,0 +1,239 @@
+"""Real servers and load: gunicorn on 127.0.0.1, and ``wrk`` or a Python client.
+
+All traffic goes to 127.0.0.1 only; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WRK_SCRIPT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, ' ..
+    '"median_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %f}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout,
+    e.status, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str, timeout: float = 60.0) -> tuple[int, bytes, float]:
+    """One GET on a fresh connection: status, body, seconds until the body was read."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        t0 = time.perf_counter()
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, body, time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+class Gunicorn:
+    """``gunicorn -w 1`` serving ``bench.apps:create_app(mode)`` on a free port."""
+
+    def __init__(self, worker: str, mode: str, env: dict[str, str], log: IO[bytes]) -> None:
+        self.worker = worker
+        self.mode = mode
+        self.env = env
+        self.log = log
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "1",
+            "--worker-class",
+            self.worker,
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--log-level",
+            "warning",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "5",
+        ]
+        if self.worker == "gthread":
+            cmd += ["--threads", "4"]
+        cmd.append(f"bench.apps:create_app({self.mode!r})")
+        return cmd
+
+    def start(self, timeout: float = 60.0) -> None:
+        for _attempt in range(3):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                self._command(), cwd=ROOT, env=self.env, stdout=self.log, stderr=self.log
+            )
+            if self._wait_ready(timeout):
+                return
+            self.stop()
+        raise RuntimeError(f"gunicorn {self.worker}/{self.mode} did not start (see the log)")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                return False
+            try:
+                status, _, _ = http_get(self.port, "/json", timeout=5)
+                if status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def worker_pid(self) -> int:
+        assert self.proc is not None
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        children = path.read_text().split()
+        if len(children) != 1:
+            raise RuntimeError(f"expected one gunicorn worker, found {children}")
+        return int(children[0])
+
+    def worker_cpu(self) -> float:
+        """CPU seconds used so far by the worker process (all its threads), in ns resolution."""
+        pid = self.worker_pid()
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        return total / 1e9
+
+    def worker_switches(self) -> int:
+        """Voluntary context switches of the worker so far (all its threads)."""
+        pid = self.worker_pid()
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches"):
+                        total += int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def run_wrk(port: int, path: str, seconds: float, connections: int = 1) -> dict[str, Any]:
+    """Closed-loop load from ``wrk`` (one thread, ``connections`` connections)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(WRK_SCRIPT)
+        script = handle.name
+    try:
+        proc = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script,
+                f"http://127.0.0.1:{port}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        )
+    finally:
+        os.unlink(script)
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    wall = data["duration_us"] / 1e6
+    return {
+        "n": data["requests"],
+        "median": data["median_us"] / 1e6,
+        "p90": data["p90_us"] / 1e6,
+        "p99": data["p99_us"] / 1e6,
+        "mean": data["mean_us"] / 1e6,
+        "throughput": data["requests"] / wall if wall > 0 else 0.0,
+        "errors": data["errors"] + data["non2xx"],
+    }
+
+
+def run_python_client(port: int, path: str, seconds: float) -> dict[str, Any]:
+    """Closed-loop load from a Python keep-alive client (in the harness process).
+
+    The harness does nothing else meanwhile, so this is as good as a process of
+    its own; its own cost per request (tens of µs) is the same for bare and
+    monitored servers, which dilutes the ratios a little compared with ``wrk``.
+    """
+    from ._child import summarise
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    errors = 0
+    began = time.perf_counter()
+    deadline = began + seconds
+    while True:
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                errors += 1
+            if response.will_close:
+                conn.close()
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            if time.perf_counter() >= deadline:
+                break
+            continue
+        t1 = time.perf_counter()
+        latencies.append(t1 - t0)
+        if t1 >= deadline:
+            break
+    conn.close()
+    result = summarise(latencies, time.perf_counter() - began)
+    result["errors"] = errors
+    return result
