@@ -1,9 +1,11 @@
 """The request timer: a thin WSGI wrapper around ``app.wsgi_app``.
 
-It times what the client waits for: from the moment the app is called until
-the server closes the response after its last byte, so routing, errors and
-streamed bodies are included. Everything after that (the slow-request
-decision, the event, the signal) runs in the close call-back.
+It times what the app does for a request: from the moment it is called, with
+routing and error handling, until it returns its response, or, for a streamed
+response, until the server closes it after the last byte. The slow-request
+decision's consequences (the event, the signal, the alerts) run in a close
+call-back, after the client has the whole response; a fast request needs no
+call-back at all.
 
 Every request pays for this code, so it is written for the fewest Python
 calls (each costs about as much as 0.3% of a trivial Flask request): no
@@ -33,11 +35,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_perfalert")
 
-#: WSGI environ keys of this extension.
+# WSGI environ keys of this extension.
 #: Events of slow @perf.watch calls made during a request, sent after its response.
 ENVIRON_DEFERRED = "perfalert.deferred"
 #: Set on requests whose URL path is excluded (PERFALERT_EXCLUDE globs).
 ENVIRON_EXCLUDED = "perfalert.excluded"
+#: The pyinstrument profiler of a request (PERFALERT_PROFILER="pyinstrument").
 ENVIRON_PROFILER = "perfalert.profiler"
 
 
