@@ -176,6 +176,7 @@ class Sampler:
         self.base_interval = self.interval = interval
         self.max_overhead = max_overhead
         self._retime()
+        self.wake.set()  # the thread re-reads the interval now, not after its current wait
 
     # -- set-up ---------------------------------------------------------------
     def install_signal_handler(self) -> None:
@@ -310,7 +311,9 @@ class Sampler:
         for key, entry in list(self.active.items()):
             if key not in self.armed and not self._by_signal(entry):
                 delay = min(delay, entry[0] + entry[2].min_arm_delay - now)
-        return max(delay, self.interval)
+        # Never longer than IDLE_POLL, whatever the sampling interval: a request
+        # that starts meanwhile must be seen by its arm point.
+        return max(delay, 0.001)
 
     def tick(self, main_frame: FrameType | None, thread_only: bool = False) -> bool:
         """Take one sample of every armed entry this caller is responsible for.
