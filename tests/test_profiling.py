@@ -490,3 +490,28 @@ def test_fast_requests_on_threads_never_wake_the_sampler_thread(
         server.shutdown()
         thread.join(5)
     assert wakes == []
+
+
+def test_an_async_view_whose_loop_thread_refuses_pyinstrument_leaves_nothing_behind(
+    app: Flask, events: list[SlowRequestEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyinstrument refuses to start where another profiler runs; the extension
+    # then samples instead, and must stop doing so when the view returns.
+    from flask_perfalert import _profiling
+
+    class RefusingOffTheMainThread(_profiling.Profiler):  # type: ignore[misc]
+        def start(self, *args: Any, **kwargs: Any) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("There is already a profiler running.")
+            super().start(*args, **kwargs)
+
+    monkeypatch.setattr(_profiling, "Profiler", RefusingOffTheMainThread)
+    PerfAlert(app, threshold_seconds=0.05, profiler="pyinstrument", file_enabled=False)
+
+    @app.route("/async")
+    async def async_view() -> str:
+        return str(await crunch_async(0.08))
+
+    assert app.test_client().get("/async").status_code == 200
+    assert only(events).profile is not None
+    assert SAMPLER.active == {}

@@ -13,9 +13,10 @@ from typing import Any, TypeVar, overload
 
 from flask import Flask, current_app, has_app_context, has_request_context, request
 
+from ._measurement import Measurement
 from ._middleware import ENVIRON_EXCLUDED, install_timer, timer_state
-from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, ENVIRON_THREADS, AppMonitor, WatchCall
-from ._sampler import SAMPLER, keep_sampling_signal_off_this_thread
+from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, AppMonitor, WatchCall
+from ._sampler import LINKED_THREADS, SAMPLER, keep_sampling_signal_off_this_thread
 from .settings import PerfAlertSettings, load_settings
 
 logger = logging.getLogger("flask_perfalert")
@@ -145,7 +146,7 @@ class PerfAlert:
             async def linked(*args: Any, **kwargs: Any) -> Any:
                 keep_sampling_signal_off_this_thread()
                 thread_id = threading.get_ident()
-                threads = environ.setdefault(ENVIRON_THREADS, [])
+                threads = environ.setdefault(LINKED_THREADS, [])
                 threads.append(thread_id)
                 if SAMPLER.thread_waiting:
                     SAMPLER.wake_thread()  # it samples requests whose work is on other threads
@@ -157,10 +158,11 @@ class PerfAlert:
                     return await func(*args, **kwargs)
                 finally:
                     threads.remove(thread_id)
-                    if token is not None and not isinstance(token, tuple):
-                        collected = monitor.policy.end(token)
-                        if collected is not None:
-                            environ.setdefault(ENVIRON_SESSIONS, []).append(collected)
+                    # Always ended: when pyinstrument refused, the token is a sampler
+                    # entry, whose samples have no session to join (dropped).
+                    collected = monitor.policy.end(token)
+                    if collected is not None and not isinstance(collected, Measurement):
+                        environ.setdefault(ENVIRON_SESSIONS, []).append(collected)
 
             return original(linked)
 
