@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_perfalert")
 
 #: WSGI environ keys this extension uses (one private namespace).
-ENVIRON_THREADS = LINKED_THREADS
 ENVIRON_SESSIONS = "perfalert.sessions"
 #: Flask clears environ["werkzeug.request"] when the request context ends; the
 #: request is kept here until the measurement is finished (see extension.py).
@@ -161,7 +160,7 @@ class AppMonitor:
             arm_at = start + after * payload.threshold
             return Measurement(start, thread_id, arm_at, payload.code, skip=not sample)
         m = Measurement(start, thread_id, start + after * self.threshold, skip=not sample)
-        m.linked_threads = payload.setdefault(ENVIRON_THREADS, [])
+        m.linked_threads = payload.setdefault(LINKED_THREADS, [])
         m.environ = payload
         self.capture(m)
         return m

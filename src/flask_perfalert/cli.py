@@ -11,7 +11,6 @@ import html
 import json
 import os
 import re
-import webbrowser
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -213,6 +212,8 @@ def reports_command(limit: int, open_newest: bool, as_json: bool) -> None:
         if not paths:
             raise click.ClickException("There is no report to open.")
         newest = paths[0]
+        import webbrowser  # only here: every app that sets up the extension imports cli.py
+
         if not webbrowser.open(newest.resolve().as_uri()):
             raise click.ClickException(
                 f"No browser could be started; open the report yourself: {newest}"
