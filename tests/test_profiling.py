@@ -384,6 +384,41 @@ def test_the_sampler_backs_off_above_max_overhead_and_logs_once(
     assert SAMPLER.interval == 0.005
 
 
+def test_sampling_itself_triggers_the_back_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The sampler's own ticks feed the overhead control: a sample that takes
+    # more than MAX_OVERHEAD of a one-second window slows sampling down.
+    class Owner:
+        min_arm_delay = 0.0
+        stats = types.SimpleNamespace(sampler_seconds=0.0)
+
+        def arm(self, entry: tuple[Any, ...]) -> Measurement:
+            return Measurement(start=entry[0], thread_id=entry[1], arm_at=entry[0])
+
+        def capture(self, measurement: Measurement) -> None:
+            pass
+
+    monkeypatch.setattr(SAMPLER, "interval", 0.005)
+    monkeypatch.setattr(SAMPLER, "base_interval", 0.005)
+    monkeypatch.setattr(SAMPLER, "max_overhead", 1e-12)
+    monkeypatch.setattr(SAMPLER, "backed_off", False)
+    monkeypatch.setattr(SAMPLER, "timer_running", False)
+    monkeypatch.setattr(SAMPLER, "main_thread_id", -1)  # sample this thread as a worker's
+    monkeypatch.setattr(SAMPLER, "_window_start", time.perf_counter() - 1.5)
+    monkeypatch.setattr(SAMPLER, "_window_cost", 0.0)
+    entry = (time.perf_counter() - 1.0, threading.get_ident(), Owner(), None)
+    SAMPLER.active[id(entry)] = entry
+    try:
+        with caplog.at_level(logging.WARNING, "flask_perfalert"):
+            assert SAMPLER.tick(main_frame=None, thread_only=True)
+    finally:
+        SAMPLER.unregister(entry)
+    assert SAMPLER.interval == 0.01
+    assert "sampler used" in caplog.text
+    assert Owner.stats.sampler_seconds > 0
+
+
 # -- pyinstrument compatibility ------------------------------------------------------------
 
 

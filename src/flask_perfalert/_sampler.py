@@ -367,8 +367,8 @@ class Sampler:
         # Each app's stats carry the share of the sampler's time spent on its work.
         for stats in sampled:
             stats.sampler_seconds += cost / len(sampled)
-        return bool(sampled)
         self._control_overhead(now, cost)
+        return bool(sampled)
 
     def _control_overhead(self, now: float, cost: float) -> None:
         self._window_cost += cost
