@@ -224,8 +224,7 @@ class PerfAlert:
         return self._decorate(func, threshold=threshold)
 
     def _decorate(self, func: F, threshold: float | None) -> F:
-        name = f"{func.__module__}.{func.__qualname__}"
-        code = getattr(inspect.unwrap(func), "__code__", None)
+        name, code = _name_and_code(func)
         perf = self
 
         if inspect.iscoroutinefunction(func):
@@ -297,6 +296,20 @@ class PerfAlert:
             monitor.finish_function(entry, token, end, environ)
         except Exception:
             logger.exception("Flask-PerfAlert failed after a watched call")
+
+
+def _name_and_code(func: Callable[..., Any]) -> tuple[str, Any]:
+    """A watched callable's module-qualified name, and the code its frames run."""
+    target: Any = inspect.unwrap(func)
+    while isinstance(target, functools.partial):
+        target = inspect.unwrap(target.func)
+    module = getattr(target, "__module__", None) or type(target).__module__
+    qualname = (
+        getattr(target, "__qualname__", None)
+        or getattr(target, "__name__", None)
+        or type(target).__qualname__
+    )
+    return f"{module}.{qualname}", getattr(target, "__code__", None)
 
 
 _checked = False
