@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 from flask_perfalert import PerfAlert, SlowRequestEvent, _sampler
 from flask_perfalert import _pyinstrument_compat as compat
 from flask_perfalert._measurement import MAX_DISTINCT_STACKS, Measurement
+from flask_perfalert._middleware import timer_state
 from flask_perfalert._sampler import SAMPLER
 
 TESTS = Path(__file__).parent
@@ -495,6 +496,21 @@ def test_monitoring_state_stays_bounded_over_many_urls_and_endpoints(app: Flask)
     assert perf.stats(app)["requests"] == 3000
     # Nothing is kept per URL or per endpoint once requests are done.
     assert SAMPLER.active == {} and SAMPLER.armed == {}
+
+
+def test_requests_on_ever_new_threads_keep_the_sampler_s_state_bounded(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that starts a thread per request hands the sampler a new thread
+    # id every time; what it remembers of them must not grow with the traffic.
+    perf = PerfAlert(app, threshold_seconds=10, file_enabled=False)
+    monkeypatch.setattr(SAMPLER, "thread_waiting", False)
+    for thread_id in range(1, 5000):
+        entry = (time.perf_counter(), -thread_id, timer_state(app.wsgi_app), {})
+        SAMPLER.register(entry)
+        SAMPLER.unregister(entry)
+    assert len(SAMPLER.ready_threads) <= 1024
+    assert perf.stats(app)["requests"] == 0
 
 
 def test_fast_requests_on_threads_never_wake_the_sampler_thread(

@@ -279,6 +279,50 @@ def test_a_watched_view(app: Flask, events: list[SlowRequestEvent]) -> None:
     ]
 
 
+def test_a_watched_function_in_a_request_context_without_a_request_is_not_lost(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    # A request context that no server request runs in (a test, a shell, a CLI
+    # job): nothing would send events held back for the end of the request.
+    perf = PerfAlert(app, threshold_seconds=THRESHOLD)
+    watched = perf.watch(crunch)
+    with app.test_request_context("/not/served"):
+        watched(1)
+    assert [(e.kind, e.endpoint) for e in events] == [("function", f"{__name__}.crunch")]
+
+
+def test_a_slow_watched_call_in_a_fast_request_is_sent_after_it(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    # The request stays far below its own threshold: the watched call's event
+    # must not depend on the request being slow.
+    perf = PerfAlert(app, threshold_seconds=10)
+
+    @perf.watch(threshold=0.01)
+    def nap() -> None:
+        time.sleep(0.02)
+
+    @app.route("/")
+    def index() -> str:
+        nap()
+        return "ok"
+
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get("/").data == b"ok"
+    assert [e.kind for e in events] == ["function", "function"]
+
+
+def test_callables_without_a_qualified_name_can_be_watched(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    perf = PerfAlert(app, threshold_seconds=THRESHOLD)
+    watched = perf.watch(functools.partial(crunch, factor=3.0))
+    assert watched(2) == 6.0
+    (event,) = events
+    assert event.endpoint == f"{__name__}.crunch"
+
+
 def test_a_watched_function_in_an_excluded_request_is_still_watched(
     app: Flask, events: list[SlowRequestEvent]
 ) -> None:

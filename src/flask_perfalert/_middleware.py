@@ -55,6 +55,7 @@ class TimerState:
     __slots__ = (
         "wrapped",
         "monitor",
+        "special",
         "path_glob",
         "pyinstrument",
         "min_threshold",
@@ -73,6 +74,8 @@ class TimerState:
         self.monitor = monitor
         self.path_glob = monitor.path_glob
         self.pyinstrument = monitor.pyinstrument
+        #: Requests need :func:`_begin_special` (exclusion globs, or pyinstrument).
+        self.special = monitor.path_glob is not None or monitor.pyinstrument
         # With pyinstrument every request has a profiler to stop: treat all as "slow".
         self.min_threshold = 0.0 if monitor.pyinstrument else monitor.min_threshold
         self.min_arm_delay = monitor.min_arm_delay
@@ -96,70 +99,96 @@ def install_timer(
     _state = TimerState(wsgi_app, monitor)
     _perf_counter = perf_counter
     _get_ident = get_ident
-    _sampler = sampler
     _active = sampler.active
     _armed = sampler.armed
-    _closing = ClosingIterator
+    _ready_threads = sampler.ready_threads
+    _kick = sampler.kick
 
     def perfalert_wsgi_app(
         environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         start = _perf_counter()
-        excluded = _state.path_glob
-        if excluded is not None and excluded(environ.get("PATH_INFO", "")) is not None:
-            environ[ENVIRON_EXCLUDED] = True
+        thread_id = _get_ident()
+        entry = (start, thread_id, _state, environ)
+        if _state.special and _begin_special(entry):
             return _state.wrapped(environ, start_response)
-        entry = (start, _get_ident(), _state, environ)
         key = id(entry)
         # SAMPLER.register(entry), inlined.
         _active[key] = entry
-        if entry[1] == _sampler.main_thread_id:
-            if not _sampler.timer_running:
-                _sampler.start_for(entry)
-        elif _sampler.thread_waiting:
-            _sampler.wake_thread()
-        if _state.pyinstrument:
-            environ[ENVIRON_PROFILER] = _state.monitor.policy.start_pyinstrument(entry)
+        if thread_id not in _ready_threads:
+            _kick(entry)
         try:
             body = _state.wrapped(environ, start_response)
         except BaseException:
             finish(entry, 500)
             raise
-        if type(body) is not _closing:
-            return _wrap_other_body(body, entry, environ)
         # Werkzeug's Response.get_app_iter() returns ClosingIterator(..., response.close).
         try:
-            response = body._callbacks[-1].__self__  # type: ignore[attr-defined]
+            callbacks = body._callbacks  # type: ignore[attr-defined]
+            response = callbacks[-1].__self__
             streamed = type(response.response) is not list
-        except (AttributeError, IndexError):
-            response, streamed = None, True
+        except (AttributeError, IndexError, TypeError):
+            return _wrap_other_body(body, entry, environ)
         if streamed:
             # The work happens while the server iterates: time it to close().
-            body._callbacks.append(partial(finish, entry, getattr(response, "status_code", None)))
+            callbacks.append(partial(finish, entry, response.status_code))
             return body
         # Not streamed: the view has done all its work; what is left is copying
         # bytes to the socket. A fast request ends here, with no call-back at all.
         end = _perf_counter()
-        _active.pop(key, None)
+        try:
+            del _active[key]
+        except KeyError:  # the sampler was reset meanwhile (at exit)
+            pass
         duration = end - start
         stats = _state.stats
         stats.requests += 1
         stats.monitored_seconds += duration
         if end >= stats.flush_due:
-            body._callbacks.append(stats.flush)
-        if duration >= _state.notable or ENVIRON_DEFERRED in environ:
-            # Only an entry that ran past min_arm_delay can have been armed.
+            callbacks.append(stats.flush)
+        # Below ``notable`` a request was not armed, is not slow and holds back no
+        # event of a watched call (see hold_back).
+        if duration >= _state.notable:
             measurement = _armed.pop(key, None)
             # Slow, or a slow @perf.watch call inside waits for the response to be sent.
             if duration >= _state.min_threshold or ENVIRON_DEFERRED in environ:
                 # Slow: the event, its signal and its alerts wait until the response is sent.
-                body._callbacks.append(
+                callbacks.append(
                     partial(after_response, entry, measurement, response.status_code, end)
                 )
         return body
 
     perfalert_wsgi_app.perfalert_state = _state  # type: ignore[attr-defined]
     return perfalert_wsgi_app
+
+
+def _begin_special(entry: tuple[Any, ...]) -> bool:
+    """What a request needs under exclusion globs or pyinstrument; True: not timed."""
+    state, environ = entry[2], entry[3]
+    excluded = state.path_glob
+    if excluded is not None and excluded(environ.get("PATH_INFO", "")) is not None:
+        environ[ENVIRON_EXCLUDED] = True
+        return True
+    if state.pyinstrument:
+        environ[ENVIRON_PROFILER] = state.monitor.policy.start_pyinstrument(entry)
+    return False
+
+
+def hold_back(environ: WSGIEnvironment, event: Any, threshold: float) -> bool:
+    """Keep a watched call's ``event`` until the request timed with ``environ`` is sent.
+
+    False when no timed request has that environ (a request context of a test
+    or a shell, which no server sends): the caller emits the event now.
+    """
+    for entry in list(SAMPLER.active.values()):
+        state = entry[2]
+        if entry[3] is environ and isinstance(state, TimerState):
+            environ.setdefault(ENVIRON_DEFERRED, []).append(event)
+            # The request lasts at least as long as the call: from now on requests
+            # that long take the timer's notable branch, which sends held-back events.
+            state.notable = min(state.notable, threshold)
+            return True
+    return False
 
 
 def timer_state(wsgi_app: object) -> TimerState | None:
@@ -240,13 +269,13 @@ _request_cost: float | None = None
 class _IdleSampler:
     """Stands in for the sampler while the cost is measured: never starts a timer."""
 
-    main_thread_id = -1
-    timer_running = True
-    thread_waiting = False
-
     def __init__(self) -> None:
         self.active: dict[int, Any] = {}
         self.armed: dict[int, Any] = {}
+        self.ready_threads = {get_ident()}
+
+    def kick(self, entry: tuple[Any, ...]) -> None:
+        pass
 
 
 class _Response:

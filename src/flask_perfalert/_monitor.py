@@ -22,7 +22,7 @@ from flask import Flask, Request
 
 from ._counters import share_counters
 from ._measurement import Measurement
-from ._middleware import ENVIRON_DEFERRED, ENVIRON_PROFILER
+from ._middleware import ENVIRON_DEFERRED, ENVIRON_PROFILER, hold_back
 from ._profiling import ProfilingPolicy
 from ._redaction import Redactor
 from ._request_info import (
@@ -277,10 +277,8 @@ class AppMonitor:
             host=self.host,
             pid=os.getpid(),
         )
-        if environ is not None:
-            # Inside a monitored request: sent when the response is done, not now.
-            environ.setdefault(ENVIRON_DEFERRED, []).append(event)
-        else:
+        # Inside a timed request: sent when its response is done, not now.
+        if environ is None or not hold_back(environ, event, call.threshold):
             self.emit(app, event)
 
     # -- event -> de-duplication -> signal ---------------------------------------------------

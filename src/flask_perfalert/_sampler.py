@@ -51,6 +51,9 @@ _CURRENT_FRAMES_NEEDS_GC_GUARD = (3, 11, 0) <= sys.version_info[:3] <= (3, 11, 8
 
 _MAX_INTERVAL = 0.1
 
+#: Threads remembered in ``Sampler.ready_threads`` before the set starts over.
+_MAX_READY_THREADS = 1024
+
 #: Seconds between two looks of the sampler thread for new work when it knows of none.
 IDLE_POLL = 0.05
 
@@ -109,6 +112,7 @@ class Sampler:
         "active",
         "armed",
         "timer_running",
+        "ready_threads",
         "ticking",
         "handler_installed",
         "signal_refused",
@@ -139,6 +143,7 @@ class Sampler:
         if self.timer_running:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.timer_running = False
+            self.ready_threads.discard(self.main_thread_id)
 
     timer_running: bool
 
@@ -153,8 +158,12 @@ class Sampler:
             self.active: dict[int, tuple[Any, ...]] = {}
             #: Measurements of active entries that passed their arm point, by entry id.
             self.armed: dict[int, Measurement] = {}
+            #: Threads whose new work something already samples (the running timer,
+            #: the sampler thread): a request on one of them needs no ``kick``.
+            self.ready_threads: set[int] = set()
         self.active.clear()
         self.armed.clear()
+        self.ready_threads.clear()
         self.timer_running = False
         self.ticking = False
         self.handler_installed = False
@@ -218,13 +227,10 @@ class Sampler:
     # the cheapest thing a request can pay. A Measurement object is only made once
     # the entry passes its arm point, by the owner's ``arm(entry, now)``.
     def register(self, entry: tuple[Any, ...]) -> None:
-        """Start watching ``entry``; ``RequestTimer.__call__`` inlines this."""
+        """Start watching ``entry``; the request timer inlines this."""
         self.active[id(entry)] = entry
-        if entry[1] == self.main_thread_id:
-            if not self.timer_running:
-                self.start_for(entry)
-        elif self.thread_waiting:
-            self.wake_thread()
+        if entry[1] not in self.ready_threads:
+            self.kick(entry)
 
     def unregister(self, entry: tuple[Any, ...]) -> Measurement | None:
         """Stop sampling ``entry``; returns its measurement if it was armed."""
@@ -232,12 +238,23 @@ class Sampler:
         self.active.pop(key, None)
         return self.armed.pop(key, None)
 
-    def start_for(self, entry: tuple[Any, ...]) -> None:
-        """Make sure the main thread's ``entry`` gets a tick at its arm point."""
-        if self.handler_installed:
-            self._start_timer(entry[0] + entry[2].min_arm_delay - time.perf_counter())
+    def kick(self, entry: tuple[Any, ...]) -> None:
+        """Make sure ``entry``, new work on a thread not in ``ready_threads``, is sampled.
+
+        On the main thread: start the timer (it ticks first at the entry's arm
+        point). Elsewhere: start the sampler thread, once; it finds new work by itself.
+        """
+        thread_id = entry[1]
+        ready = self.ready_threads
+        if len(ready) >= _MAX_READY_THREADS:  # threads come and go: never grow for ever
+            ready.clear()
+        if thread_id == self.main_thread_id and self.handler_installed:
+            if not self.timer_running:
+                self._start_timer(entry[0] + entry[2].min_arm_delay - time.perf_counter())
         elif self.thread_waiting:
             self.wake_thread()
+        # The timer runs, or (signal refused, other threads) the thread samples it.
+        ready.add(thread_id)
 
     # -- ticks ---------------------------------------------------------------------
     def _start_timer(self, delay: float) -> None:
@@ -259,6 +276,7 @@ class Sampler:
                 # either saw timer_running True (and is seen here) or starts a timer.
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 self.timer_running = False
+                self.ready_threads.discard(self.main_thread_id)
                 if self.active:
                     self._start_timer(self.interval)
                 return
