@@ -139,23 +139,61 @@ def task_fast(spec: dict[str, Any]) -> dict[str, Any]:
                 raise RuntimeError(f"{path} answered {status}")
             if perf_counter() >= deadline:
                 break
-        latencies: list[float] = []
-        limit = spec.get("max_requests", 1_000_000)
-        gc_clock.reset()
-        cpu0 = process_time()
-        began = perf_counter()
-        deadline = began + spec["seconds"]
-        while len(latencies) < limit:
-            t0, _, t2, _ = call(path)
-            latencies.append(t2 - t0)
-            if t2 >= deadline and len(latencies) >= spec.get("min_requests", 20):
-                break
-        cpu = process_time() - cpu0
-        out[kind] = summarise(latencies, perf_counter() - began)
-        out[kind]["cpu"] = cpu / len(latencies)
-        out[kind]["gc_collections"] = gc_clock.collections
-        out[kind]["gc_seconds"] = gc_clock.seconds
+        out[kind] = _burst(call, path, spec["seconds"], spec.get("max_requests", 1_000_000))
     return out
+
+
+def _burst(call: Callable[..., Any], path: str, seconds: float, limit: int) -> dict[str, Any]:
+    """Requests to ``path`` for ``seconds`` (at least 20): latency figures and costs."""
+    latencies: list[float] = []
+    gc_clock.reset()
+    cpu0 = process_time()
+    began = perf_counter()
+    deadline = began + seconds
+    while len(latencies) < limit:
+        t0, _, t2, _ = call(path)
+        latencies.append(t2 - t0)
+        if t2 >= deadline and len(latencies) >= 20:
+            break
+    cpu = process_time() - cpu0
+    out = summarise(latencies, perf_counter() - began)
+    out["cpu"] = cpu / len(latencies)
+    out["gc_collections"] = gc_clock.collections
+    out["gc_seconds"] = gc_clock.seconds
+    return out
+
+
+def task_serve(spec: dict[str, Any]) -> dict[str, Any]:
+    """Stay up and measure bursts on command: one JSON line in, one JSON line out.
+
+    The harness keeps one such process per mode and alternates short bursts
+    between them, so that the bare and the monitored figures of a pair are
+    taken moments apart (the machine's load changes slower than that), while
+    each app still has a process of its own.
+    """
+    app = apps.create_app(spec["mode"])
+    call = make_caller(app)
+    for path in apps.FAST_KINDS.values():
+        deadline = perf_counter() + spec["warmup_seconds"]
+        while True:
+            _, _, _, status = call(path)
+            if not status.startswith("200"):
+                raise RuntimeError(f"{path} answered {status}")
+            if perf_counter() >= deadline:
+                break
+    sys.stdout.write(json.dumps({"ready": True}) + "\n")
+    sys.stdout.flush()
+    bursts = 0
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command.get("stop"):
+            break
+        path = apps.FAST_KINDS[command["kind"]]
+        result = _burst(call, path, command["seconds"], command.get("max_requests", 1_000_000))
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+        bursts += 1
+    return {"bursts": bursts}
 
 
 def task_slow(spec: dict[str, Any]) -> dict[str, Any]:
@@ -374,6 +412,7 @@ def task_calibrate(spec: dict[str, Any]) -> dict[str, Any]:
 
 TASKS = {
     "fast": task_fast,
+    "serve": task_serve,
     "slow": task_slow,
     "memory": task_memory,
     "wrapper": task_wrapper,

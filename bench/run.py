@@ -51,11 +51,15 @@ from bench.apps import (  # noqa: E402
 @dataclass
 class Config:
     quick: bool = False
+    #: In-process: sets of fresh processes (one per mode), and bursts per kind in each.
     rounds: int = 5
-    inprocess_seconds: float = 0.6
+    inprocess_bursts: int = 4
+    inprocess_seconds: float = 0.15
     warmup_seconds: float = 0.15
-    gunicorn_rounds: int = 5
+    #: gunicorn: rounds of one load burst per kind and mode, on servers kept running.
+    gunicorn_rounds: int = 8
     gunicorn_seconds: float = 1.0
+    gunicorn_slow_rounds: int = 3
     slow_rounds: int = 5
     slow_target: float = TARGET_SECONDS
     threshold: float | None = None
@@ -67,17 +71,18 @@ class Config:
     wrapper_block_size: int = 5_000
     sampler_rounds: int = 5
     client: str = "auto"
-    kinds_per_child: int = 1
 
     @classmethod
     def quick_config(cls) -> Config:
         return cls(
             quick=True,
             rounds=1,
+            inprocess_bursts=1,
             inprocess_seconds=0.03,
             warmup_seconds=0.01,
             gunicorn_rounds=1,
             gunicorn_seconds=0.1,
+            gunicorn_slow_rounds=1,
             slow_rounds=1,
             slow_target=0.15,
             threshold=0.1,
@@ -89,8 +94,57 @@ class Config:
             wrapper_block_size=200,
             sampler_rounds=1,
             client="python",
-            kinds_per_child=len(FAST_KINDS),
         )
+
+
+class ServeChild:
+    """A ``serve`` child (``bench/_child.py``): one mode's app, bursts on command."""
+
+    def __init__(self, runner: Runner, mode: str) -> None:
+        spec = {"task": "serve", "mode": mode, "warmup_seconds": runner.config.warmup_seconds}
+        cpus = runner.server_cpus
+        runner.log.flush()
+        self.mode = mode
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._child", json.dumps(spec)],
+            cwd=ROOT,
+            env=runner.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=runner.log,
+            text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+        self._read()  # {"ready": true} once warmed up
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(30)
+            raise RuntimeError(f"serve child {self.mode} ended (exit {self.proc.returncode})")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def burst(self, kind: str, seconds: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"kind": kind, "seconds": seconds}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def stop(self) -> int | None:
+        """End the child; the number of threads it had at the end."""
+        alive = None
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"stop": True}) + "\n")
+            self.proc.stdin.flush()
+            alive = self._read().get("threads_alive_at_end")
+            self.proc.wait(30)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired, ValueError):
+            self.proc.kill()
+            self.proc.wait(10)
+        return alive
 
 
 class Runner:
@@ -194,96 +248,131 @@ class Runner:
 
     # -- in-process -------------------------------------------------------------------
     def run_inprocess(self) -> list[dict[str, Any]]:
+        """Bursts alternated between one live process per mode; each burst set is a round."""
         cfg = self.config
-        kinds = list(FAST_KINDS)
-        groups = [
-            kinds[i : i + cfg.kinds_per_child] for i in range(0, len(kinds), cfg.kinds_per_child)
-        ]
         rounds: list[dict[str, Any]] = []
         for r in range(cfg.rounds):
-            self.say(f"in-process round {r + 1}/{cfg.rounds}")
-            per_mode: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
-            for group in groups:
-                for mode in self.rotated(r):
-                    result = self.child(
-                        {
-                            "task": "fast",
-                            "mode": mode,
-                            "kinds": group,
-                            "seconds": cfg.inprocess_seconds,
-                            "warmup_seconds": cfg.warmup_seconds,
-                        }
-                    )
-                    per_mode[mode].update({k: result[k] for k in group})
-                    per_mode[mode].setdefault("threads_alive_at_end", {})[",".join(group)] = result[
-                        "threads_alive_at_end"
-                    ]
-            rounds.append(per_mode)
+            self.say(f"in-process: process set {r + 1}/{cfg.rounds}")
+            children = {mode: ServeChild(self, mode) for mode in MODES}
+            try:
+                for b in range(cfg.inprocess_bursts):
+                    per_mode: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
+                    for i, kind in enumerate(FAST_KINDS):
+                        for mode in self.rotated(r + b + i):
+                            per_mode[mode][kind] = children[mode].burst(kind, cfg.inprocess_seconds)
+                    rounds.append(per_mode)
+            finally:
+                for mode, child in children.items():
+                    alive = child.stop()
+                    if rounds:
+                        rounds[-1][mode]["threads_alive_at_end"] = alive
         return rounds
 
     # -- gunicorn ------------------------------------------------------------------------
     def load(self, port: int, path: str) -> dict[str, Any]:
         seconds = self.config.gunicorn_seconds
         if self.client == "wrk":
-            return _load.run_wrk(port, path, seconds)
+            return _load.run_wrk(port, path, seconds, cpus=self.client_cpus)
         return _load.run_python_client(port, path, seconds)
 
     def run_gunicorn(self) -> dict[str, list[dict[str, Any]]]:
-        cfg = self.config
         out: dict[str, list[dict[str, Any]]] = {"sync": [], "gthread": []}
         logfile = open(self.workdir / "gunicorn.log", "ab")  # noqa: SIM115
         try:
-            for r in range(cfg.gunicorn_rounds):
-                for worker in ("sync", "gthread"):
-                    self.say(f"gunicorn {worker} round {r + 1}/{cfg.gunicorn_rounds}")
-                    per_mode: dict[str, dict[str, Any]] = {}
-                    for mode in self.rotated(r):
-                        per_mode[mode] = self.one_server(worker, mode, r, logfile)
-                    out[worker].append(per_mode)
+            for worker in ("sync", "gthread"):
+                out[worker] = self.gunicorn_rounds(worker, logfile)
         finally:
             logfile.close()
         return out
 
-    def one_server(self, worker: str, mode: str, round_no: int, logfile: Any) -> dict[str, Any]:
-        events_file = self.workdir / f"events-{worker}-{mode}-{round_no}.jsonl"
-        env = dict(self.env)
-        env["BENCH_EVENTS_FILE"] = str(events_file)
-        server = _load.Gunicorn(worker, mode, env, logfile)
-        server.start()
-        result: dict[str, Any] = {}
+    def gunicorn_rounds(self, worker: str, logfile: Any) -> list[dict[str, Any]]:
+        """All modes' servers up at once; each round loads each (kind, mode) in turn.
+
+        The bare and the monitored burst of a kind are seconds apart, on servers
+        that stay up (no restart between them), so slow changes in the machine's
+        load cancel out of the paired ratios.
+        """
+        cfg = self.config
+        servers: dict[str, _load.Gunicorn] = {}
+        events: dict[str, Path] = {}
+        rounds: list[dict[str, Any]] = []
         try:
-            for path in FAST_KINDS.values():
-                for _ in range(30 if not self.config.quick else 3):
-                    status, _, _ = _load.http_get(server.port, path)
-                    if status != 200:
-                        raise RuntimeError(f"gunicorn {worker}/{mode}: {path} answered {status}")
-            for kind, path in FAST_KINDS.items():
-                cpu0, switches0 = server.worker_cpu(), server.worker_switches()
-                result[kind] = self.load(server.port, path)
-                n = max(result[kind]["n"], 1)
-                result[kind]["cpu"] = (server.worker_cpu() - cpu0) / n
-                result[kind]["switches"] = (server.worker_switches() - switches0) / n
-            for kind, path in SLOW_KINDS.items():
-                rid = f"{worker}-{mode}-{round_no}-{kind}"
-                status, body, seconds = _load.http_get(server.port, f"{path}?rid={rid}")
-                view = json.loads(body)
-                result[kind] = {
-                    "status": status,
-                    "response_seconds": seconds,
-                    "view_seconds": view["view_seconds"],
-                    "true_parts": {name: s for name, _, _, s in view["parts"]},
-                    "rid": rid,
-                    "analysis": None,
-                }
+            for mode in MODES:
+                env = dict(self.env)
+                events[mode] = self.workdir / f"events-{worker}-{mode}.jsonl"
+                env["BENCH_EVENTS_FILE"] = str(events[mode])
+                servers[mode] = _load.Gunicorn(worker, mode, env, logfile, cpus=self.server_cpus)
+                servers[mode].start()
+            for mode, server in servers.items():
+                for path in FAST_KINDS.values():
+                    for _ in range(30 if not cfg.quick else 3):
+                        status, _, _ = _load.http_get(server.port, path)
+                        if status != 200:
+                            raise RuntimeError(
+                                f"gunicorn {worker}/{mode}: {path} answered {status}"
+                            )
+            for r in range(cfg.gunicorn_rounds):
+                self.say(f"gunicorn {worker} round {r + 1}/{cfg.gunicorn_rounds}")
+                per_mode: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
+                for i, (kind, path) in enumerate(FAST_KINDS.items()):
+                    for mode in self.rotated(r + i):
+                        server = servers[mode]
+                        cpu0, switches0 = server.worker_cpu(), server.worker_switches()
+                        result = self.load(server.port, path)
+                        n = max(result["n"], 1)
+                        result["cpu"] = (server.worker_cpu() - cpu0) / n
+                        result["switches"] = (server.worker_switches() - switches0) / n
+                        per_mode[mode][kind] = result
+                if r < cfg.gunicorn_slow_rounds:
+                    for kind, path in SLOW_KINDS.items():
+                        for mode in self.rotated(r):
+                            per_mode[mode][kind] = self.slow_over_http(
+                                servers[mode].port, path, f"{worker}-{mode}-{r}-{kind}"
+                            )
+                            # The event, its report and the harness's analysis run after
+                            # the response; on a shared CPU they would slow the next one.
+                            servers[mode].wait_idle()
+                rounds.append(per_mode)
         finally:
-            server.stop()
-        if events_file.exists():
+            for server in servers.values():
+                server.stop()
+        # The slow views' analyses, written by each server after its responses.
+        for mode, events_file in events.items():
+            if not events_file.exists():
+                continue
+            by_rid = {}
             for line in events_file.read_text().splitlines():
                 record = json.loads(line)
+                by_rid[record.get("rid")] = record
+            for per_mode in rounds:
                 for kind in SLOW_KINDS:
-                    if kind in result and result[kind]["rid"] == record.get("rid"):
-                        result[kind]["analysis"] = record
-        return result
+                    entry = per_mode[mode].get(kind)
+                    if entry is not None and entry["rid"] in by_rid:
+                        entry["analysis"] = by_rid[entry["rid"]]
+        return rounds
+
+    def slow_over_http(self, port: int, path: str, rid: str) -> dict[str, Any]:
+        status, body, seconds = _load.http_get(port, f"{path}?rid={rid}")
+        view = json.loads(body)
+        return {
+            "status": status,
+            "response_seconds": seconds,
+            "view_seconds": view["view_seconds"],
+            "true_parts": {name: s for name, _, _, s in view["parts"]},
+            "rid": rid,
+            "analysis": None,
+        }
+
+    @property
+    def server_cpus(self) -> set[int] | None:
+        """With two or more CPUs: servers on the last one, the load generator on the others."""
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        return {cpus[-1]} if len(cpus) >= 2 else None
+
+    @property
+    def client_cpus(self) -> set[int] | None:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        return set(cpus[:-1]) if len(cpus) >= 2 else None
 
     # -- the slow request in-process ----------------------------------------------------------
     def run_slow(self) -> list[dict[str, Any]]:
