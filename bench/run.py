@@ -56,11 +56,14 @@ class Config:
     inprocess_bursts: int = 4
     inprocess_seconds: float = 0.15
     warmup_seconds: float = 0.15
-    #: gunicorn: rounds of one load burst per kind and mode, on servers kept running.
-    gunicorn_rounds: int = 8
+    #: gunicorn: sets of servers (one per mode, fresh processes), and rounds of one
+    #: load burst per kind and mode on each set; the slow views once per set.
+    gunicorn_sets: int = 3
+    gunicorn_rounds: int = 3
     gunicorn_seconds: float = 1.0
-    gunicorn_slow_rounds: int = 3
-    slow_rounds: int = 5
+    #: Processes per (slow view, mode), and slow requests of each kind (monitored, bare) in each.
+    slow_rounds: int = 3
+    slow_pairs: int = 3
     slow_target: float = TARGET_SECONDS
     threshold: float | None = None
     memory_requests: int = 100_000
@@ -80,10 +83,11 @@ class Config:
             inprocess_bursts=1,
             inprocess_seconds=0.03,
             warmup_seconds=0.01,
+            gunicorn_sets=1,
             gunicorn_rounds=1,
             gunicorn_seconds=0.1,
-            gunicorn_slow_rounds=1,
             slow_rounds=1,
+            slow_pairs=1,
             slow_target=0.15,
             threshold=0.1,
             memory_requests=600,
@@ -280,62 +284,52 @@ class Runner:
         logfile = open(self.workdir / "gunicorn.log", "ab")  # noqa: SIM115
         try:
             for worker in ("sync", "gthread"):
-                out[worker] = self.gunicorn_rounds(worker, logfile)
+                out[worker] = self.run_gunicorn_worker(worker, logfile)
         finally:
             logfile.close()
         return out
 
-    def gunicorn_rounds(self, worker: str, logfile: Any) -> list[dict[str, Any]]:
-        """All modes' servers up at once; each round loads each (kind, mode) in turn.
+    def run_gunicorn_worker(self, worker: str, logfile: Any) -> list[dict[str, Any]]:
+        """Sets of servers (one per mode, all up at once); rounds of bursts on each set.
 
         The bare and the monitored burst of a kind are seconds apart, on servers
-        that stay up (no restart between them), so slow changes in the machine's
-        load cancel out of the paired ratios.
+        that stay up between them, so slow changes in the machine's load cancel
+        out of the paired ratios. A fresh set of servers every few rounds
+        averages what differs from one process to the next (memory layout).
         """
         cfg = self.config
-        servers: dict[str, _load.Gunicorn] = {}
-        events: dict[str, Path] = {}
+        events = {mode: self.workdir / f"events-{worker}-{mode}.jsonl" for mode in MODES}
         rounds: list[dict[str, Any]] = []
-        try:
-            for mode in MODES:
-                env = dict(self.env)
-                events[mode] = self.workdir / f"events-{worker}-{mode}.jsonl"
-                env["BENCH_EVENTS_FILE"] = str(events[mode])
-                servers[mode] = _load.Gunicorn(worker, mode, env, logfile, cpus=self.server_cpus)
-                servers[mode].start()
-            for mode, server in servers.items():
-                for path in FAST_KINDS.values():
-                    for _ in range(30 if not cfg.quick else 3):
-                        status, _, _ = _load.http_get(server.port, path)
-                        if status != 200:
-                            raise RuntimeError(
-                                f"gunicorn {worker}/{mode}: {path} answered {status}"
-                            )
-            for r in range(cfg.gunicorn_rounds):
-                self.say(f"gunicorn {worker} round {r + 1}/{cfg.gunicorn_rounds}")
-                per_mode: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
-                for i, (kind, path) in enumerate(FAST_KINDS.items()):
-                    for mode in self.rotated(r + i):
-                        server = servers[mode]
-                        cpu0, switches0 = server.worker_cpu(), server.worker_switches()
-                        result = self.load(server.port, path)
-                        n = max(result["n"], 1)
-                        result["cpu"] = (server.worker_cpu() - cpu0) / n
-                        result["switches"] = (server.worker_switches() - switches0) / n
-                        per_mode[mode][kind] = result
-                if r < cfg.gunicorn_slow_rounds:
-                    for kind, path in SLOW_KINDS.items():
-                        for mode in self.rotated(r):
-                            per_mode[mode][kind] = self.slow_over_http(
-                                servers[mode].port, path, f"{worker}-{mode}-{r}-{kind}"
-                            )
-                            # The event, its report and the harness's analysis run after
-                            # the response; on a shared CPU they would slow the next one.
-                            servers[mode].wait_idle()
-                rounds.append(per_mode)
-        finally:
-            for server in servers.values():
-                server.stop()
+        for set_no in range(cfg.gunicorn_sets):
+            servers: dict[str, _load.Gunicorn] = {}
+            try:
+                for mode in self.rotated(set_no):
+                    env = dict(self.env)
+                    env["BENCH_EVENTS_FILE"] = str(events[mode])
+                    servers[mode] = _load.Gunicorn(
+                        worker, mode, env, logfile, cpus=self.server_cpus
+                    )
+                    servers[mode].start()
+                self.warm_up(worker, servers)
+                for r in range(cfg.gunicorn_rounds):
+                    label = f"set {set_no + 1}/{cfg.gunicorn_sets}, round {r + 1}"
+                    self.say(f"gunicorn {worker} {label}/{cfg.gunicorn_rounds}")
+                    per_mode = self.gunicorn_round(servers, set_no + r)
+                    if r == 0:  # the slow views once per set of servers
+                        for kind, path in SLOW_KINDS.items():
+                            for mode in self.rotated(set_no):
+                                rid = f"{worker}-{mode}-{set_no}-{kind}"
+                                per_mode[mode][kind] = self.slow_over_http(
+                                    servers[mode].port, path, rid
+                                )
+                                # The event, its report and the harness's analysis run
+                                # after the response; on a shared CPU they would slow
+                                # the next one.
+                                servers[mode].wait_idle()
+                    rounds.append(per_mode)
+            finally:
+                for server in servers.values():
+                    server.stop()
         # The slow views' analyses, written by each server after its responses.
         for mode, events_file in events.items():
             if not events_file.exists():
@@ -350,6 +344,28 @@ class Runner:
                     if entry is not None and entry["rid"] in by_rid:
                         entry["analysis"] = by_rid[entry["rid"]]
         return rounds
+
+    def warm_up(self, worker: str, servers: dict[str, _load.Gunicorn]) -> None:
+        for mode, server in servers.items():
+            for path in FAST_KINDS.values():
+                for _ in range(30 if not self.config.quick else 3):
+                    status, _, _ = _load.http_get(server.port, path)
+                    if status != 200:
+                        raise RuntimeError(f"gunicorn {worker}/{mode}: {path} answered {status}")
+
+    def gunicorn_round(self, servers: dict[str, _load.Gunicorn], turn: int) -> dict[str, Any]:
+        """One burst per (fast kind, mode), the modes of a kind one after the other."""
+        per_mode: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
+        for i, (kind, path) in enumerate(FAST_KINDS.items()):
+            for mode in self.rotated(turn + i):
+                server = servers[mode]
+                cpu0, switches0 = server.worker_cpu(), server.worker_switches()
+                result = self.load(server.port, path)
+                n = max(result["n"], 1)
+                result["cpu"] = (server.worker_cpu() - cpu0) / n
+                result["switches"] = (server.worker_switches() - switches0) / n
+                per_mode[mode][kind] = result
+        return per_mode
 
     def slow_over_http(self, port: int, path: str, rid: str) -> dict[str, Any]:
         status, body, seconds = _load.http_get(port, f"{path}?rid={rid}")
@@ -376,15 +392,23 @@ class Runner:
 
     # -- the slow request in-process ----------------------------------------------------------
     def run_slow(self) -> list[dict[str, Any]]:
+        """Per process: the app monitored in one mode and bare, slow requests alternated.
+
+        Each (monitored, bare) pair of one process is a round.
+        """
         cfg = self.config
         rounds: list[dict[str, Any]] = []
         for r in range(cfg.slow_rounds):
             self.say(f"slow requests round {r + 1}/{cfg.slow_rounds}")
-            per_mode: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
             for kind in SLOW_KINDS:
                 for mode in self.rotated(r):
-                    per_mode[mode][kind] = self.child({"task": "slow", "mode": mode, "kind": kind})
-            rounds.append(per_mode)
+                    if mode == "bare":
+                        continue
+                    result = self.child(
+                        {"task": "slow", "mode": mode, "kind": kind, "pairs": cfg.slow_pairs}
+                    )
+                    for monitored, bare in zip(result["monitored"], result["bare"], strict=True):
+                        rounds.append({"bare": {kind: bare}, mode: {kind: monitored}})
         return rounds
 
     # -- memory, threads, the timer alone -----------------------------------------------------
@@ -540,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated sections to run",
     )
     parser.add_argument("--rounds", type=int, help="in-process rounds")
-    parser.add_argument("--gunicorn-rounds", type=int)
+    parser.add_argument("--gunicorn-sets", type=int, help="sets of gunicorn servers")
+    parser.add_argument("--gunicorn-rounds", type=int, help="rounds per set of servers")
     parser.add_argument("--slow-rounds", type=int)
     parser.add_argument("--client", choices=["auto", "wrk", "python"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
@@ -566,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.quick_config() if args.quick else Config()
     if args.rounds:
         config.rounds = args.rounds
+    if args.gunicorn_sets:
+        config.gunicorn_sets = args.gunicorn_sets
     if args.gunicorn_rounds:
         config.gunicorn_rounds = args.gunicorn_rounds
     if args.slow_rounds:

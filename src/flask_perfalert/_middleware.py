@@ -131,7 +131,7 @@ def install_timer(
             return _wrap_other_body(body, entry, environ)
         if streamed:
             # The work happens while the server iterates: time it to close().
-            callbacks.append(partial(finish, entry, response.status_code))
+            callbacks.append(partial(finish, entry, getattr(response, "status_code", None)))
             return body
         # Not streamed: the view has done all its work; what is left is copying
         # bytes to the socket. A fast request ends here, with no call-back at all.
@@ -154,7 +154,13 @@ def install_timer(
             if duration >= _state.min_threshold or ENVIRON_DEFERRED in environ:
                 # Slow: the event, its signal and its alerts wait until the response is sent.
                 callbacks.append(
-                    partial(after_response, entry, measurement, response.status_code, end)
+                    partial(
+                        after_response,
+                        entry,
+                        measurement,
+                        getattr(response, "status_code", None),
+                        end,
+                    )
                 )
         return body
 
