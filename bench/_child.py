@@ -132,15 +132,20 @@ def task_fast(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in spec["kinds"]:
         path = apps.FAST_KINDS[kind]
-        deadline = perf_counter() + spec["warmup_seconds"]
-        while True:
-            _, _, _, status = call(path)
-            if not status.startswith("200"):
-                raise RuntimeError(f"{path} answered {status}")
-            if perf_counter() >= deadline:
-                break
+        _warm_up(call, path, spec["warmup_seconds"])
         out[kind] = _burst(call, path, spec["seconds"], spec.get("max_requests", 1_000_000))
     return out
+
+
+def _warm_up(call: Callable[..., Any], path: str, seconds: float) -> None:
+    """Requests to ``path`` for ``seconds`` (at least one), each answering 200."""
+    deadline = perf_counter() + seconds
+    while True:
+        _, _, _, status = call(path)
+        if not status.startswith("200"):
+            raise RuntimeError(f"{path} answered {status}")
+        if perf_counter() >= deadline:
+            break
 
 
 def _burst(call: Callable[..., Any], path: str, seconds: float, limit: int) -> dict[str, Any]:
@@ -174,13 +179,7 @@ def task_serve(spec: dict[str, Any]) -> dict[str, Any]:
     app = apps.create_app(spec["mode"])
     call = make_caller(app)
     for path in apps.FAST_KINDS.values():
-        deadline = perf_counter() + spec["warmup_seconds"]
-        while True:
-            _, _, _, status = call(path)
-            if not status.startswith("200"):
-                raise RuntimeError(f"{path} answered {status}")
-            if perf_counter() >= deadline:
-                break
+        _warm_up(call, path, spec["warmup_seconds"])
     sys.stdout.write(json.dumps({"ready": True}) + "\n")
     sys.stdout.flush()
     bursts = 0
