@@ -1,15 +1,16 @@
 """The Flask-PerfAlert benchmark: ``python bench/run.py`` (``--quick`` for a smoke run).
 
 Measures the same app (``bench/apps.py``) bare and monitored in each profiler
-mode, every configuration in a process of its own, rounds interleaved (the
-order of the modes rotates from round to round):
+mode, every mode in a process of its own, with short bursts alternated
+between live processes (the order of the modes rotates from burst to burst):
 
 * in-process: requests through the WSGI callable, per-request latency;
 * gunicorn (sync and gthread, one worker) on 127.0.0.1 under a closed-loop
   load generator (``wrk``, or a Python client where ``wrk`` is missing);
-* the first slow request of a process: its duration, and its profile's
-  shares of three part functions against the true shares measured in the
-  view itself;
+* slow requests, monitored and bare in turn within one process (the first
+  slow request of the process a monitored one): their duration, and the
+  profile's shares of three part functions against the true shares measured
+  in the view itself;
 * memory with 100k distinct URLs over thousands of endpoints;
 * the cost of a process having started one thread;
 * the request timer alone around a trivial WSGI app.
