@@ -15,9 +15,7 @@ import itertools
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +28,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from profiles import call_tree_functions
+from servers import RedisServer
 from werkzeug.serving import make_server
 
 from flask_perfalert import SlowRequestEvent, perf_slow_request
@@ -98,21 +98,7 @@ def reports_in(folder: Path) -> list[Path]:
 def functions_in(event: SlowRequestEvent) -> set[str]:
     """Every function in the event's call tree."""
     assert event.profile is not None, event.profile_note
-    root = event.profile.root_frame()
-    names: set[str] = set()
-    stack = [root] if root is not None else []
-    while stack:
-        frame = stack.pop()
-        names.add(frame.function)
-        stack.extend(frame.children)
-    return names
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return set(call_tree_functions(event))
 
 
 # -- the one-file app ------------------------------------------------------------------
@@ -270,51 +256,14 @@ def test_webhook_subscriber_posts_each_new_slow_request_once(
 # -- gunicorn with several workers and the shared store ------------------------------------
 
 
-@contextlib.contextmanager
-def redis_server(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "/usr/bin/redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def ready() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    return sock.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        assert wait_for(ready, timeout=20), "redis-server did not start"
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.mark.server
 def test_gunicorn_config_runs_several_workers(tmp_path: Path) -> None:
     report_dir = tmp_path / "reports"
-    with redis_server(tmp_path) as redis_port:
+    with RedisServer(tmp_path / "redis") as redis:
         env = {
             **os.environ,
             "PERFALERT_FILE_DIR": str(report_dir),
-            "PERFALERT_STORAGE_URI": f"redis://127.0.0.1:{redis_port}/0",
+            "PERFALERT_STORAGE_URI": redis.url,
         }
         env.pop("WEB_CONCURRENCY", None)
         gunicorn = Path(sys.executable).with_name("gunicorn")

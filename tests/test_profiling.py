@@ -17,6 +17,7 @@ from urllib.request import urlopen
 
 import pytest
 from flask import Flask
+from profiles import call_tree_functions
 from servers import Gunicorn, wait_for
 from werkzeug.serving import make_server
 
@@ -43,14 +44,7 @@ def crunch_numbers(seconds: float) -> int:
 
 def tree_functions(event: SlowRequestEvent) -> list[str]:
     assert event.profile is not None, event.profile_note
-    root = event.profile.root_frame()
-    names: list[str] = []
-    stack = [root] if root is not None else []
-    while stack:
-        frame = stack.pop()
-        names.append(frame.function)
-        stack.extend(frame.children)
-    return names
+    return call_tree_functions(event)
 
 
 def only(events: list[SlowRequestEvent]) -> SlowRequestEvent:

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from flask import Flask
+from profiles import call_tree_functions  # tests/ is on gunicorn's --pythonpath
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
 
@@ -58,17 +59,6 @@ def busy(name: str) -> str:
     return str(WORK[name]())
 
 
-def function_names(event: SlowRequestEvent) -> list[str]:
-    root = event.profile.root_frame() if event.profile is not None else None
-    names: list[str] = []
-    stack = [root] if root is not None else []
-    while stack:
-        frame = stack.pop()
-        names.append(frame.function)
-        stack.extend(frame.children)
-    return names
-
-
 @perf_slow_request.connect_via(app)
 def record(sender: Flask, event: SlowRequestEvent, **extra: Any) -> None:
     if not EVENTS:
@@ -79,7 +69,7 @@ def record(sender: Flask, event: SlowRequestEvent, **extra: Any) -> None:
             "endpoint": event.endpoint,
             "url": event.url,
             "note": event.profile_note,
-            "functions": function_names(event),
+            "functions": call_tree_functions(event),
         }
     )
     fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
