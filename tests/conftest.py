@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,20 @@ def wait_delivery() -> Any:
 
 def make_perf(app: Flask, **options: Any) -> PerfAlert:
     return PerfAlert(app, **options)
+
+
+def claim_race(stores: list[Any], key: str, window: float) -> list[bool]:
+    """Every store claims ``key`` at once, each from its own thread: what each was told."""
+    barrier = threading.Barrier(len(stores), timeout=10)
+    results: list[bool] = []
+
+    def race(store: Any) -> None:
+        barrier.wait()
+        results.append(store.claim(key, window))
+
+    threads = [threading.Thread(target=race, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results

@@ -9,13 +9,12 @@ import logging
 import sqlite3
 import stat
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock, make_perf
+from conftest import FakeClock, claim_race, make_perf
 from flask import Flask
 from servers import free_port
 
@@ -174,18 +173,7 @@ def test_sqlite_100_threads_racing_one_winner(
     uri = f"sqlite://{tmp_path}/perfalert.db"
     first = open_store(uri, "p:", clock)
     stores = [first if shared_connection else open_store(uri, "p:", clock) for _ in range(100)]
-    barrier = threading.Barrier(100, timeout=10)
-    results: list[bool] = []
-
-    def race(store: Any) -> None:
-        barrier.wait()
-        results.append(store.claim("GET slow", WINDOW))
-
-    threads = [threading.Thread(target=race, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    results = claim_race(stores, "GET slow", WINDOW)
     assert len(results) == 100
     assert results.count(True) == 1
     # Every loser was told so by the file, not by a fallback to memory.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock, make_perf
+from conftest import FakeClock, claim_race, make_perf
 from flask import Flask
 from servers import RedisServer, free_port, redis_server, wait_for
 
@@ -80,18 +80,7 @@ def test_100_threads_racing_one_winner(
 ) -> None:
     first = open_store(redis_server.url, "p:", clock)
     stores = [open_store(redis_server.url, "p:", clock) if separate else first for _ in range(100)]
-    barrier = threading.Barrier(100, timeout=10)
-    results: list[bool] = []
-
-    def race(store: Any) -> None:
-        barrier.wait()
-        results.append(store.claim("GET slow", WINDOW))
-
-    threads = [threading.Thread(target=race, args=(s,)) for s in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    results = claim_race(stores, "GET slow", WINDOW)
     assert len(results) == 100
     assert results.count(True) == 1
     assert not any(s.degraded for s in stores)
