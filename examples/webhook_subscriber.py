@@ -26,7 +26,7 @@ import time
 import urllib.request
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
 
@@ -123,7 +123,7 @@ sender = WebhookSender()
 def post_slow_request(app: Flask, event: SlowRequestEvent, **extra: Any) -> None:
     if event.duplicate:  # already alerted inside the de-duplication window
         return
-    url = current_app.config.get("WEBHOOK_URL")  # receivers run in an app context
+    url = app.config.get("WEBHOOK_URL")  # the sender is the app; no context is pushed
     if url:
         sender.submit(url, to_payload(event))
 

@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
-from flask_perfalert._delivery import DELIVERY
-from flask_perfalert._sampler import SAMPLER
+from flask_perfalert.monitor import EVENTS
+from flask_perfalert.profiling.sampler import SAMPLER
 
 
 class ClosingClient(FlaskClient):
@@ -83,7 +83,7 @@ def _fail_on_swallowed_errors(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
-    DELIVERY.wait_idle(10)
+    EVENTS.wait_idle(10)
     if request.node.get_closest_marker("allow_internal_errors") is None and handler.records:
         messages = "\n".join(
             f"{r.getMessage()}\n{logging.Formatter().formatException(r.exc_info)}"
@@ -129,10 +129,10 @@ def events(app: Flask) -> Iterator[list[SlowRequestEvent]]:
 
 @pytest.fixture
 def wait_delivery() -> Any:
-    """Wait until the delivery worker has run every queued alert job."""
+    """Wait until the events thread has handled every slow request handed to it."""
 
     def wait(timeout: float = 10.0) -> None:
-        assert DELIVERY.wait_idle(timeout), "delivery worker did not finish in time"
+        assert EVENTS.wait_idle(timeout), "the events thread did not finish in time"
 
     return wait
 

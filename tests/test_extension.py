@@ -19,7 +19,7 @@ from conftest import ClosingClient, FakeClock
 from flask import Flask, Response, abort, request, stream_with_context
 
 from flask_perfalert import PerfAlert, PerfAlertSettings, SlowRequestEvent, perf_slow_request
-from flask_perfalert._middleware import timer_state
+from flask_perfalert.profiling.timer import timer_state
 
 #: The threshold most tests use, and how long a "slow" view takes: just above it.
 THRESHOLD = 0.1

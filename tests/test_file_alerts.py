@@ -5,6 +5,7 @@ Report names, permissions, retention and disk errors are in test_report_files.py
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -108,6 +109,7 @@ def parse(page: str) -> Header:
 def test_the_report_is_written_only_after_the_response_is_closed(
     app: Flask, report_dir: Path, wait_delivery: Any
 ) -> None:
+    app.testing = False  # as under a real server: the events thread, after the response
     routes(app)
     PerfAlert(app, threshold_seconds=THRESHOLD)
     response = app.test_client().get("/orders", buffered=False)
@@ -117,6 +119,35 @@ def test_the_report_is_written_only_after_the_response_is_closed(
     response.close()
     wait_delivery()
     assert len(reports(report_dir)) == 1
+
+
+def test_a_response_nobody_closes_is_reported_when_it_is_discarded(
+    app: Flask, report_dir: Path, wait_delivery: Any
+) -> None:
+    app.testing = False
+    routes(app)
+    PerfAlert(app, threshold_seconds=THRESHOLD)
+    response = app.test_client().get("/orders", buffered=False)  # never closed
+    assert response.get_data() == b"order for nobody"
+    wait_delivery()
+    assert reports(report_dir) == []
+    del response
+    gc.collect()
+    wait_delivery()
+    assert len(reports(report_dir)) == 1
+
+
+def test_when_testing_the_report_is_there_when_the_client_returns(
+    app: Flask, report_dir: Path, events: list[SlowRequestEvent]
+) -> None:
+    assert app.testing
+    routes(app)
+    PerfAlert(app, threshold_seconds=THRESHOLD)
+    response = app.test_client().get("/orders", buffered=False)  # not closed
+    assert len(events) == 1 and len(reports(report_dir)) == 1
+    assert events[0].report_path == reports(report_dir)[0]
+    response.close()
+    assert len(events) == 1  # closing it later sends nothing again
 
 
 def test_a_streamed_response_is_reported_after_its_last_chunk_and_close(
@@ -141,6 +172,7 @@ def test_rendering_happens_off_the_request_path(
 ) -> None:
     from flask_perfalert import report as report_module
 
+    app.testing = False  # as under a real server
     routes(app)
     PerfAlert(app, threshold_seconds=THRESHOLD)
     render = report_module.render_report
@@ -155,7 +187,7 @@ def test_rendering_happens_off_the_request_path(
     monkeypatch.setattr(report_module, "render_report", recording)
     app.test_client().get("/orders")
     wait_delivery()
-    assert rendered_on == ["flask-perfalert-delivery"]
+    assert rendered_on == ["flask-perfalert-events"]
     assert len(reports(report_dir)) == 1
 
 
@@ -205,7 +237,7 @@ def test_file_enabled_false_writes_nothing(
         wait_delivery()
     assert len(events) == 1  # the signal is still sent
     assert not report_dir.exists()
-    assert "report" not in caplog.text.lower()
+    assert "no report file (PERFALERT_FILE_ENABLED is off)" in caplog.text
 
 
 # -- what ------------------------------------------------------------------------------------------
@@ -271,7 +303,7 @@ def test_the_report_of_a_watched_function(
     assert f"{rebuild_index.__qualname__}() took" in " ".join(header.text)
 
 
-def test_one_info_line_with_the_path_and_the_summary(
+def test_one_warning_line_per_alert_with_the_path_and_the_summary(
     app: Flask,
     report_dir: Path,
     events: list[SlowRequestEvent],
@@ -282,13 +314,18 @@ def test_one_info_line_with_the_path_and_the_summary(
     PerfAlert(app, threshold_seconds=THRESHOLD)
     with caplog.at_level(logging.INFO, "flask_perfalert"):
         app.test_client().get("/orders")
+        app.test_client().get("/orders")  # a duplicate: no second line
         wait_delivery()
     (record,) = [
-        r for r in caplog.records if r.name == "flask_perfalert" and r.levelno == logging.INFO
+        r
+        for r in caplog.records
+        if r.name.startswith("flask_perfalert") and r.levelno >= logging.INFO
     ]
+    assert record.levelno == logging.WARNING  # shown by a default Flask app
+    assert record.name == "flask_perfalert.alerts"  # which can be turned down on its own
     (report,) = reports(report_dir)
-    (event,) = events
+    event = events[0]
     message = record.getMessage()
-    assert str(report) in message
-    assert message.endswith(event.summary())
+    assert message.endswith(str(report))
+    assert event.summary() in message
     assert event.summary().startswith("GET orders (201) took ")

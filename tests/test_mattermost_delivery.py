@@ -21,12 +21,12 @@ from mattermost_standin import MattermostStandIn
 from mattermostdriver import Driver
 
 from flask_perfalert import PerfAlert
-from flask_perfalert._delivery import DELIVERY
 from flask_perfalert.alerts import mattermost as mm
 from flask_perfalert.alerts.mattermost import WORKER
 from flask_perfalert.alerts.mattermost_address import parse_server_url
 from flask_perfalert.alerts.mattermost_client import MattermostClient
 from flask_perfalert.alerts.mattermost_worker import MattermostWorker
+from flask_perfalert.monitor import EVENTS
 
 HERE = Path(__file__).parent
 
@@ -78,7 +78,7 @@ def monitored(app: Flask, standin: MattermostStandIn, spool_dir: Path, **config:
 
 
 def settle() -> None:
-    assert DELIVERY.wait_idle(30) and WORKER.wait_idle(30)
+    assert EVENTS.wait_idle(30) and WORKER.wait_idle(30)
 
 
 def spooled(spool_dir: Path) -> list[dict[str, Any]]:
@@ -359,7 +359,7 @@ def test_a_hanging_mattermost_never_holds_up_the_request_or_the_file_reports(
         time.sleep(0.01)
     assert client.get("/two").status_code == 200
     assert client.get("/three").status_code == 200
-    assert DELIVERY.wait_idle(30)
+    assert EVENTS.wait_idle(30)
     assert len(list(report_dir.glob("perfalert-*.html"))) == 3, "file reports went on"
     assert WORKER.busy and len(standin.requests) == 1, "Mattermost still hangs"
     assert len(spooled(spool_dir)) >= 1, "the alert is on disk before it is sent"
@@ -560,6 +560,7 @@ import os, sys, threading, time
 from flask import Flask
 from flask_perfalert import PerfAlert
 from flask_perfalert.alerts.mattermost_worker import WORKER
+from flask_perfalert.monitor import EVENTS
 app = Flask("threads")
 app.config.update(
     PERFALERT_FILE_DIR={reports!r}, PERFALERT_THRESHOLD_SECONDS=0.05,
@@ -581,6 +582,7 @@ print("no alert:", sorted(t.name for t in threading.enumerate()), flush=True)
 pid = os.fork()
 if pid == 0:  # a worker forked from the preloaded app
     client.get("/slow", buffered=True).close()
+    EVENTS.wait_idle(20)
     WORKER.wait_idle(20)
     print("child:", sorted(t.name for t in threading.enumerate()), flush=True)
     os._exit(0)
@@ -606,5 +608,6 @@ def test_delivery_threads_start_with_the_first_alert_and_in_a_forked_child(
     assert lines["no alert"] == "['MainThread']", "no alert, no thread"
     assert lines["parent"] == "['MainThread']"
     assert "flask-perfalert-mattermost" in lines["child"]
+    assert "flask-perfalert-events" in lines["child"]
     [post] = standin.wait_posts(1)
     assert f"**Process:** {os.getpid()}" not in post["message"]

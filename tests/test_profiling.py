@@ -6,11 +6,11 @@ import asyncio
 import gc
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
@@ -21,11 +21,15 @@ from profiles import call_tree_functions
 from servers import Gunicorn, wait_for
 from werkzeug.serving import make_server
 
-from flask_perfalert import PerfAlert, SlowRequestEvent, _sampler
-from flask_perfalert import _pyinstrument_compat as compat
-from flask_perfalert._measurement import MAX_DISTINCT_STACKS, Measurement
-from flask_perfalert._middleware import timer_state
-from flask_perfalert._sampler import SAMPLER
+from flask_perfalert import PerfAlert, PerfAlertSettings, SlowRequestEvent
+from flask_perfalert.profiling import _threads, policy
+from flask_perfalert.profiling import session as compat
+from flask_perfalert.profiling.inflight import ACTIVE, InFlight, WatchCall
+from flask_perfalert.profiling.measurement import MAX_DISTINCT_STACKS, Measurement
+from flask_perfalert.profiling.policy import ProfilingPolicy
+from flask_perfalert.profiling.sampler import SAMPLER, Sampler
+from flask_perfalert.profiling.timer import TimerState
+from flask_perfalert.stats import Stats
 
 TESTS = Path(__file__).parent
 
@@ -71,7 +75,7 @@ def test_the_first_slow_request_has_a_profile_that_names_the_culprit(
     assert hot and hot[0].function in ("crunch_numbers", "spin")
     assert "crunch_numbers" in tree_functions(event)
     # The report says which part of the request the profile covers.
-    assert event.profile_note.startswith("Sampled every 5 ms from 0.01")
+    assert re.match(r"Sampled every 5 ms \(\d+ ms on average\) from 0\.01", event.profile_note)
     assert "were not sampled" in event.profile_note
     # CPU time is reported (a busy loop uses CPU; a loaded machine gives it less).
     assert event.profile.cpu_time > 0
@@ -86,7 +90,7 @@ def test_sample_after_and_interval_are_settings(app: Flask, events: list[SlowReq
 
     app.test_client().get("/")
     note = only(events).profile_note
-    assert note.startswith("Sampled every 20 ms from 0.000s"), note
+    assert re.match(r"Sampled every 20 ms \(\d+ ms on average\) from 0\.000s", note), note
 
 
 @pytest.mark.parametrize(
@@ -236,7 +240,7 @@ def test_deep_recursion(app: Flask, events: list[SlowRequestEvent]) -> None:
 
 
 def test_a_request_running_for_minutes_keeps_bounded_samples_and_all_its_time() -> None:
-    m = Measurement(start=0.0, thread_id=threading.get_ident(), arm_at=0.0)
+    m = Measurement(start=0.0, arm_at=0.0)
     now = 0.0
     # 3x as many distinct stacks (different lines) as the table holds, 10 ms each.
     for i in range(3 * MAX_DISTINCT_STACKS):
@@ -248,16 +252,16 @@ def test_a_request_running_for_minutes_keeps_bounded_samples_and_all_its_time() 
     assert m.sample_count == 3 * MAX_DISTINCT_STACKS
 
 
-def test_no_thread_is_started_for_requests_on_the_main_thread(tmp_path: Path) -> None:
-    # A gunicorn sync worker serves on its main thread: the sampler must use a
-    # timer signal there, never a thread (a process that ever had a thread
-    # stays slower). Checked in a fresh process.
+def test_the_sampler_thread_is_not_one_of_the_app_s_threads(tmp_path: Path) -> None:
+    # The sampler is a thread of ours, started with the first request: the app's
+    # threading.enumerate() (and its tests' thread checks) never see it.
     script = tmp_path / "main_thread.py"
     script.write_text(
         "import threading, time\n"
         "from flask import Flask\n"
         "from flask_perfalert import PerfAlert, perf_slow_request\n"
         "app = Flask('x')\n"
+        "app.testing = True\n"
         "PerfAlert(app, threshold_seconds=0.05, file_enabled=False)\n"
         "seen = []\n"
         "perf_slow_request.connect(lambda s, event: seen.append(event), app, weak=False)\n"
@@ -316,102 +320,135 @@ def test_profiles_under_gunicorn_preload(tmp_path: Path, worker_class: str, thre
 # -- environments -------------------------------------------------------------------------
 
 
-def test_green_threads_fall_back_to_alerts_without_a_profile(
-    app: Flask,
-    events: list[SlowRequestEvent],
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    fake = types.ModuleType("gevent.monkey")
-    fake.is_module_patched = lambda name: name == "threading"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gevent.monkey", fake)
-    with caplog.at_level(logging.WARNING, "flask_perfalert"):
-        PerfAlert(app, threshold_seconds=0.05, file_enabled=False)
-    assert "gevent is patching threads" in caplog.text
+GEVENT_SCRIPT = """
+from gevent import monkey
+monkey.patch_all()
+import json, time, gevent, urllib.request
+from gevent.pywsgi import WSGIServer
+from flask import Flask
+from flask_perfalert import PerfAlert, perf_slow_request
 
-    @app.route("/")
-    def index() -> str:
-        return str(spin(0.08))
+app = Flask("green")
+app.testing = True
+PerfAlert(app, threshold_seconds=0.1, file_enabled=False, storage_uri="memory://")
+events = []
+perf_slow_request.connect(lambda s, event: events.append(event), sender=app, weak=False)
 
-    app.test_client().get("/")
-    event = only(events)
-    assert event.profile is None
-    assert "not possible under gevent" in event.profile_note
+def work_cpu():
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end:
+        pass
+    return "cpu"
+
+def work_wait():
+    time.sleep(0.3)  # gevent's: the greenlet waits, the others run
+    return "wait"
+
+app.add_url_rule("/cpu", "cpu", work_cpu)
+app.add_url_rule("/wait", "wait", work_wait)
+server = WSGIServer(("127.0.0.1", 0), app, log=None)
+server.start()
+url = f"http://127.0.0.1:{server.server_port}"
+jobs = [gevent.spawn(lambda p=p: urllib.request.urlopen(url + p).read()) for p in ("/wait", "/cpu")]
+gevent.joinall(jobs, raise_error=True)
+print(json.dumps({e.endpoint: [f.function for f in e.hot_frames(10)] for e in events}))
+"""
 
 
-def test_current_frames_holds_off_the_garbage_collector_on_affected_pythons(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    seen: list[bool] = []
+def test_gevent_requests_get_each_their_own_call_tree(tmp_path: Path) -> None:
+    # One OS thread runs every greenlet: the sampler (a real thread, whatever
+    # gevent patched) reads each request's own greenlet frames.
+    pytest.importorskip("gevent", reason="gevent is in the test extra")
+    out = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    hot = json.loads(out.stdout.splitlines()[-1])
+    assert hot["cpu"][0] == "work_cpu", hot
+    assert "work_cpu" not in hot["wait"], hot
+    functions = call_tree_of_wait = hot["wait"]
+    assert functions and call_tree_of_wait
 
-    def fake_current_frames() -> dict[int, Any]:
-        seen.append(gc.isenabled())
-        return {}
 
-    monkeypatch.setattr(_sampler, "_CURRENT_FRAMES_NEEDS_GC_GUARD", True)
-    monkeypatch.setattr(sys, "_current_frames", fake_current_frames)
-    assert gc.isenabled()
-    _sampler._current_frames()
-    assert seen == [False]
-    assert gc.isenabled()
+def test_reading_other_threads_stacks_never_touches_the_garbage_collector() -> None:
+    # On CPython 3.11.0-3.11.8, sys._current_frames() can deadlock with a garbage
+    # collection started inside it. The app's gc settings are its own: instead of
+    # disabling gc, frames are read only when a collection cannot start meanwhile.
+    threshold = gc.get_threshold()
+    enabled = gc.isenabled()
+    try:
+        gc.set_threshold(100_000)
+        frames = _threads.current_frames(8, guarded=True)
+        assert frames is not None and threading.get_ident() in frames
+        assert gc.isenabled() is enabled and gc.get_threshold()[0] == 100_000
+        gc.set_threshold(10)  # the young generation is always about to be collected
+        assert _threads.current_frames(8, guarded=True) is None
+        assert gc.isenabled() is enabled
+        gc.disable()  # no automatic collection at all: always safe
+        assert _threads.current_frames(8, guarded=True) is not None
+        assert not gc.isenabled()
+    finally:
+        gc.set_threshold(*threshold)
+        if enabled:
+            gc.enable()
+
+
+class ScriptedClock:
+    """A perf_counter that returns the given readings, in turn."""
+
+    def __init__(self, *readings: float) -> None:
+        self.readings = list(readings)
+
+    def __call__(self) -> float:
+        return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+
+def sampled_call(sampler: Sampler, **settings: Any) -> InFlight:
+    """A watched call on this thread, registered with ``sampler``, armed at once."""
+    config = PerfAlertSettings(sample_after=0, **settings)
+    timer = TimerState(lambda environ, start_response: [])
+    timer.use(config, ProfilingPolicy(config), Stats(), lambda *args: None)
+    record = InFlight(0.0, threading.get_ident(), timer, None, WatchCall("job", 1.0, None))
+    sampler.active[id(record)] = record
+    return record
 
 
 def test_the_sampler_backs_off_above_max_overhead_and_logs_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(SAMPLER, "interval", 0.005)
-    monkeypatch.setattr(SAMPLER, "base_interval", 0.005)
-    monkeypatch.setattr(SAMPLER, "max_overhead", 0.05)
-    monkeypatch.setattr(SAMPLER, "backed_off", False)
-    monkeypatch.setattr(SAMPLER, "timer_running", False)
-    start = time.perf_counter()
-    monkeypatch.setattr(SAMPLER, "_window_start", start)
-    monkeypatch.setattr(SAMPLER, "_window_cost", 0.0)
+    frame = sys._getframe()
+    # Each tick reads the clock before and after: 0.2 s of a 1 s window is sampling.
+    clock = ScriptedClock(0.0, 1.0, 1.2, 2.0, 2.2, 3.0, 3.0, 4.0, 4.0)
+    sampler = Sampler(active={}, clock=clock, frames=lambda hint: {threading.get_ident(): frame})
+    sampler.configure(0.005, 0.05)
+    record = sampled_call(sampler)
     with caplog.at_level(logging.WARNING, "flask_perfalert"):
-        # Two windows in which sampling took 20% of the time.
-        SAMPLER._control_overhead(start + 1.0, 0.2)
-        SAMPLER._control_overhead(start + 2.0, 0.2)
-    assert SAMPLER.interval == 0.02
+        assert sampler.tick() and sampler.tick()
+    assert sampler.interval == 0.02
     assert caplog.text.count("sampler used") == 1
+    assert record.timer.stats.sampler_seconds == pytest.approx(0.4)
     # Once it is cheap again, it comes back to the configured interval.
-    SAMPLER._control_overhead(start + 3.0, 0.0)
-    SAMPLER._control_overhead(start + 4.0, 0.0)
-    assert SAMPLER.interval == 0.005
+    assert sampler.tick() and sampler.tick()
+    assert sampler.interval == 0.005
 
 
-def test_sampling_itself_triggers_the_back_off(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The sampler's own ticks feed the overhead control: a sample that takes
-    # more than MAX_OVERHEAD of a one-second window slows sampling down.
-    class Owner:
-        min_arm_delay = 0.0
-        stats = types.SimpleNamespace(sampler_seconds=0.0)
+def test_samples_are_taken_with_the_injected_clock_and_stacks() -> None:
+    def job() -> Any:
+        return sys._getframe()
 
-        def arm(self, entry: tuple[Any, ...]) -> Measurement:
-            return Measurement(start=entry[0], thread_id=entry[1], arm_at=entry[0])
-
-        def capture(self, measurement: Measurement) -> None:
-            pass
-
-    monkeypatch.setattr(SAMPLER, "interval", 0.005)
-    monkeypatch.setattr(SAMPLER, "base_interval", 0.005)
-    monkeypatch.setattr(SAMPLER, "max_overhead", 1e-12)
-    monkeypatch.setattr(SAMPLER, "backed_off", False)
-    monkeypatch.setattr(SAMPLER, "timer_running", False)
-    monkeypatch.setattr(SAMPLER, "main_thread_id", -1)  # sample this thread as a worker's
-    monkeypatch.setattr(SAMPLER, "_window_start", time.perf_counter() - 1.5)
-    monkeypatch.setattr(SAMPLER, "_window_cost", 0.0)
-    entry = (time.perf_counter() - 1.0, threading.get_ident(), Owner(), None)
-    SAMPLER.active[id(entry)] = entry
-    try:
-        with caplog.at_level(logging.WARNING, "flask_perfalert"):
-            assert SAMPLER.tick(main_frame=None, thread_only=True)
-    finally:
-        SAMPLER.unregister(entry)
-    assert SAMPLER.interval == 0.01
-    assert "sampler used" in caplog.text
-    assert Owner.stats.sampler_seconds > 0
+    frame = job()
+    clock = ScriptedClock(0.0, 0.01, 0.01, 0.03, 0.03)
+    sampler = Sampler(active={}, clock=clock, frames=lambda hint: {threading.get_ident(): frame})
+    record = sampled_call(sampler)
+    assert sampler.tick() and sampler.tick()
+    m = record.measurement
+    assert m is not None and m.sample_count == 2
+    assert sum(m.stacks.values()) == pytest.approx(0.03)  # from the arm point at 0.0
+    assert any(info.startswith("job\x00") for stack in m.stacks for info in stack)
 
 
 # -- pyinstrument compatibility ------------------------------------------------------------
@@ -426,7 +463,7 @@ def test_this_pyinstrument_is_compatible() -> None:
 def test_an_incompatible_pyinstrument_fails_loudly_and_alerts_go_on(
     app: Flask, events: list[SlowRequestEvent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(compat.HTMLRenderer, "render", lambda self, session: "<html></html>")
+    monkeypatch.setattr(compat.Session, "root_frame", lambda self, **kwargs: None)
     with pytest.raises(RuntimeError, match="is not supported"):
         compat.check_compatible()
     try:
@@ -489,52 +526,37 @@ def test_monitoring_state_stays_bounded_over_many_urls_and_endpoints(app: Flask)
         assert client.get(f"/e{i % 300}/{i}?q={i}").status_code == 200
     assert perf.stats(app)["requests"] == 3000
     # Nothing is kept per URL or per endpoint once requests are done.
-    assert SAMPLER.active == {} and SAMPLER.armed == {}
+    assert SAMPLER.active == {}
 
 
-def test_requests_on_ever_new_threads_keep_the_sampler_s_state_bounded(
-    app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A server that starts a thread per request hands the sampler a new thread
-    # id every time; what it remembers of them must not grow with the traffic.
+def test_requests_on_ever_new_threads_leave_nothing_behind(app: Flask) -> None:
+    # A server that starts a thread per request: nothing is kept per thread.
     perf = PerfAlert(app, threshold_seconds=10, file_enabled=False)
-    monkeypatch.setattr(SAMPLER, "thread_waiting", False)
-    for thread_id in range(1, 5000):
-        entry = (time.perf_counter(), -thread_id, timer_state(app.wsgi_app), {})
-        SAMPLER.register(entry)
-        SAMPLER.unregister(entry)
-    assert len(SAMPLER.ready_threads) <= 1024
-    assert perf.stats(app)["requests"] == 0
-
-
-def test_fast_requests_on_threads_never_wake_the_sampler_thread(
-    app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Waking it per request cost gthread workers a context switch per request
-    # (+17..35 % on fast endpoints in the benchmark).
-    PerfAlert(app, threshold_seconds=0.5, file_enabled=False)
     app.add_url_rule("/fast", "fast", lambda: "ok")
-    wakes: list[int] = []
-
-    class CountingEvent(threading.Event):
-        def set(self) -> None:
-            wakes.append(1)
-            super().set()
-
-    monkeypatch.setattr(SAMPLER, "wake", CountingEvent())
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_port}/fast"
-        urlopen(base, timeout=10).read()  # may start the sampler thread once
-        wakes.clear()
-        for _ in range(30):
+        for _ in range(50):
             assert urlopen(base, timeout=10).read() == b"ok"
     finally:
         server.shutdown()
         thread.join(5)
-    assert wakes == []
+    assert perf.stats(app)["requests"] == 50
+    assert ACTIVE == {}
+
+
+def test_fast_requests_are_never_sampled(app: Flask) -> None:
+    # A request shorter than its arm point costs the sampler nothing.
+    PerfAlert(app, threshold_seconds=0.5, file_enabled=False)
+    app.add_url_rule("/fast", "fast", lambda: "ok")
+    client = app.test_client()
+    client.get("/fast")
+    before = SAMPLER.samples_taken
+    for _ in range(300):
+        assert client.get("/fast").data == b"ok"
+    assert SAMPLER.samples_taken == before
 
 
 def test_an_async_view_whose_loop_thread_refuses_pyinstrument_leaves_nothing_behind(
@@ -542,15 +564,13 @@ def test_an_async_view_whose_loop_thread_refuses_pyinstrument_leaves_nothing_beh
 ) -> None:
     # pyinstrument refuses to start where another profiler runs; the extension
     # then samples instead, and must stop doing so when the view returns.
-    from flask_perfalert import _profiling
-
-    class RefusingOffTheMainThread(_profiling.Profiler):  # type: ignore[misc]
+    class RefusingOffTheMainThread(policy.Profiler):  # type: ignore[misc]
         def start(self, *args: Any, **kwargs: Any) -> None:
             if threading.current_thread() is not threading.main_thread():
                 raise RuntimeError("There is already a profiler running.")
             super().start(*args, **kwargs)
 
-    monkeypatch.setattr(_profiling, "Profiler", RefusingOffTheMainThread)
+    monkeypatch.setattr(policy, "Profiler", RefusingOffTheMainThread)
     PerfAlert(app, threshold_seconds=0.05, profiler="pyinstrument", file_enabled=False)
 
     @app.route("/async")
@@ -559,4 +579,4 @@ def test_an_async_view_whose_loop_thread_refuses_pyinstrument_leaves_nothing_beh
 
     assert app.test_client().get("/async").status_code == 200
     assert only(events).profile is not None
-    assert SAMPLER.active == {}
+    assert ACTIVE == {}

@@ -284,7 +284,7 @@ def test_retention_removes_temporary_files_a_crash_left_behind(
     assert not stale.exists() and fresh.exists()
 
 
-def test_retention_runs_on_the_delivery_worker(
+def test_retention_runs_off_the_request_path(
     app: Flask, report_dir: Path, wait_delivery: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[str] = []
@@ -295,11 +295,12 @@ def test_retention_runs_on_the_delivery_worker(
         real_prune(self)
 
     monkeypatch.setattr(FileAlerts, "prune", prune)
+    app.testing = False  # as under a real server
     app.add_url_rule("/", "index", lambda: "ok")
     PerfAlert(app, threshold_seconds=1e-6, profiler="none")
     app.test_client().get("/")
     wait_delivery()
-    assert threads == ["flask-perfalert-delivery"]
+    assert threads == ["flask-perfalert-events"]
 
 
 # -- disk trouble -----------------------------------------------------------------------------

@@ -71,7 +71,9 @@ def test_the_sender_is_the_app_object_and_event_the_only_keyword(app: Flask) -> 
     assert isinstance(kwargs["event"], SlowRequestEvent)
 
 
-def test_a_receiver_connected_to_one_app_hears_only_that_app(report_dir: Any) -> None:
+def test_a_receiver_connected_to_one_app_hears_only_that_app(
+    report_dir: Any, wait_delivery: Any
+) -> None:
     apps = []
     for name in ("one", "two"):
         app = Flask(name)
@@ -94,6 +96,7 @@ def test_a_receiver_connected_to_one_app_hears_only_that_app(report_dir: Any) ->
     ):
         for app in apps:
             app.test_client().get("/slow", buffered=True)
+        wait_delivery()  # not testing apps: sent from the events thread
     assert sorted(heard) == [("every", "one"), ("every", "two"), ("one", "one")]
 
 
@@ -214,7 +217,7 @@ def test_the_key_is_method_and_endpoint(
     ]
 
 
-def test_the_window_is_per_app(report_dir: Any, clock: FakeClock) -> None:
+def test_the_window_is_per_app(report_dir: Any, clock: FakeClock, wait_delivery: Any) -> None:
     perf = PerfAlert(threshold_seconds=THRESHOLD, clock=clock)
     received: list[tuple[str, bool]] = []
 
@@ -230,6 +233,7 @@ def test_the_window_is_per_app(report_dir: Any, clock: FakeClock) -> None:
     with perf_slow_request.connected_to(receiver):
         for app in apps * 2:
             app.test_client().get("/slow", buffered=True)
+            wait_delivery()
     assert received == [("shop", False), ("admin", False), ("shop", True), ("admin", True)]
 
 
@@ -304,26 +308,32 @@ def test_a_raising_receiver_does_not_stop_the_file_report(
     assert len(list(report_dir.glob("perfalert-*.html"))) == 1
 
 
-def test_a_receiver_runs_in_an_app_context_without_a_request(
-    app: Flask, events: list[SlowRequestEvent]
+@pytest.mark.parametrize("testing", [True, False])
+def test_a_receiver_runs_outside_any_context_with_the_app_as_sender(
+    app: Flask, wait_delivery: Any, testing: bool
 ) -> None:
+    # Pushing a context for receivers would run the app's teardown functions and
+    # context signals once more per slow request.
+    app.testing = testing
     app.config["SHOP_NAME"] = "ACME"
     perf_for(app)
     seen: dict[str, Any] = {}
 
     def receiver(sender: Flask, event: SlowRequestEvent, **extra: Any) -> None:
         seen["app context"] = has_app_context()
-        seen["current_app"] = current_app._get_current_object()  # type: ignore[attr-defined]
-        seen["config"] = current_app.config["SHOP_NAME"]
         seen["request context"] = has_request_context()
+        seen["config"] = sender.config["SHOP_NAME"]
+        with sender.app_context():  # what a receiver that needs current_app does
+            seen["current_app"] = current_app._get_current_object()  # type: ignore[attr-defined]
 
     with perf_slow_request.connected_to(receiver, sender=app):
         app.test_client().get("/slow")
+        wait_delivery()
     assert seen == {
-        "app context": True,
-        "current_app": app,
-        "config": "ACME",
+        "app context": False,
         "request context": False,
+        "config": "ACME",
+        "current_app": app,
     }
 
 

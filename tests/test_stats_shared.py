@@ -24,7 +24,8 @@ from conftest import FakeClock
 from flask import Flask
 from servers import TESTS_DIR, Gunicorn, RedisServer, http_get, redis_server, wait_for
 
-from flask_perfalert import PerfAlert, _counters
+from flask_perfalert import PerfAlert
+from flask_perfalert import stats as _counters
 from flask_perfalert.cli import perfalert_cli
 from flask_perfalert.storage import FallbackStore, open_store
 from flask_perfalert.storage.fallback import RETRY_MAX
@@ -272,7 +273,7 @@ def test_a_delivery_at_exit_is_counted(tmp_path: Path) -> None:
     script = """if True:
         import time
         from apps.stats_app import app, perf
-        from flask_perfalert._delivery import DELIVERY
+        from flask_perfalert.monitor import EVENTS
 
         class Job:
             description = "a slow delivery"
@@ -282,7 +283,7 @@ def test_a_delivery_at_exit_is_counted(tmp_path: Path) -> None:
             def abandon(self, reason):
                 raise AssertionError(reason)
 
-        DELIVERY.submit(Job())
+        EVENTS.submit(Job())
     """
     run([sys.executable, "-c", script], app_env(uri, flush_interval=3600, warmup=1), tmp_path)
     data = cli_json(uri, tmp_path)

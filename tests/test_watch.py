@@ -188,7 +188,7 @@ def test_decorated_before_init_app(app: Flask, events: list[SlowRequestEvent]) -
     assert [e.endpoint for e in events] == [f"{__name__}.crunch"]
 
 
-def test_with_two_apps_the_app_context_decides(report_dir: Any) -> None:
+def test_with_two_apps_the_app_context_decides(report_dir: Any, wait_delivery: Any) -> None:
     perf = PerfAlert(threshold_seconds=THRESHOLD)
     watched = perf.watch(crunch)
     apps = []
@@ -206,13 +206,15 @@ def test_with_two_apps_the_app_context_decides(report_dir: Any) -> None:
         watched(1)  # no app context, two apps: not monitored (which app would it be?)
         with apps[1].app_context():
             watched(1)
+        wait_delivery()
     assert received == ["two"]
 
 
 # -- inside a request ---------------------------------------------------------------------------
 def test_inside_a_request_its_own_event_is_sent_after_the_response(
-    app: Flask, events: list[SlowRequestEvent]
+    app: Flask, events: list[SlowRequestEvent], wait_delivery: Any
 ) -> None:
+    app.testing = False  # as under a real server, which closes the response after sending it
     perf = PerfAlert(app, threshold_seconds=THRESHOLD)
     watched = perf.watch(crunch)
     in_view: dict[str, int] = {}
@@ -225,8 +227,10 @@ def test_inside_a_request_its_own_event_is_sent_after_the_response(
 
     response = app.test_client().get("/compute", buffered=False)
     assert response.get_data() == b"42.0"
+    wait_delivery()
     assert in_view == {"events": 0} and events == []  # not while the view runs
     response.close()
+    wait_delivery()
     assert [(e.kind, e.endpoint, e.status_code) for e in events] == [
         ("request", "compute", 200),  # the request's own event first
         ("function", f"{__name__}.crunch", None),
@@ -402,7 +406,7 @@ def test_an_async_function_that_raises(app: Flask, events: list[SlowRequestEvent
     assert [e.kind for e in events] == ["function"]
 
 
-def test_an_async_function_in_an_async_view(report_dir: Any) -> None:
+def test_an_async_function_in_an_async_view(report_dir: Any, wait_delivery: Any) -> None:
     app = Flask(__name__)
     app.config.update(PERFALERT_FILE_DIR=str(report_dir))
     app.test_client_class = ClosingClient
@@ -420,6 +424,7 @@ def test_an_async_function_in_an_async_view(report_dir: Any) -> None:
 
     with perf_slow_request.connected_to(receiver, sender=app):
         assert app.test_client().get("/async").data == b"15"
+        wait_delivery()
     assert [(e.kind, e.endpoint) for e in received] == [
         ("request", "view"),
         ("function", f"{__name__}.fetch"),

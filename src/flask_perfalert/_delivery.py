@@ -17,8 +17,6 @@ import threading
 import time
 from typing import Protocol
 
-from ._sampler import keep_sampling_signal_off_this_thread
-
 logger = logging.getLogger("flask_perfalert")
 
 #: Jobs waiting at most; more are refused (and abandoned, so spooled or logged).
@@ -91,7 +89,6 @@ class DeliveryWorker:
         return self._queue.get()
 
     def _run(self) -> None:
-        keep_sampling_signal_off_this_thread()
         while True:
             job = self._next_job()
             if job is None:

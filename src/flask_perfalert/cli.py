@@ -19,7 +19,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import _counters
+from . import stats as _counters
 from .settings import PREFIX
 from .storage._counting import WORKERS_RECENT
 

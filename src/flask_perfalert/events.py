@@ -7,7 +7,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from . import report
 
 if TYPE_CHECKING:
     from pyinstrument.session import Session
@@ -69,6 +72,8 @@ class SlowRequestEvent:
     pid: int
     #: Unique id of this event; deliveries use it to avoid duplicate posts.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Where the file subscriber wrote the HTML report, once it has (else ``None``).
+    report_path: Path | None = None
     _html: str | None = field(default=None, repr=False)
     _html_done: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -85,10 +90,8 @@ class SlowRequestEvent:
         """The HTML report, rendered on first use; ``None`` if rendering failed."""
         with self._lock:
             if not self._html_done:
-                from .report import render_report
-
                 try:
-                    self._html = render_report(self)
+                    self._html = report.render_report(self)
                 except Exception:
                     logger.exception("Could not render the report for %s", self.key)
                     self._html = None
@@ -99,8 +102,6 @@ class SlowRequestEvent:
         """The functions with the most own time in the profile, hottest first."""
         if self.profile is None:
             return []
-        from ._pyinstrument_compat import hot_frames
-
         return hot_frames(self.profile, limit)
 
     def summary(self) -> str:
@@ -112,3 +113,28 @@ class SlowRequestEvent:
             f"{what} took {self.duration:.3f}s (threshold {self.threshold:.3f}s) "
             f"at {self.timestamp.isoformat(timespec='seconds')}"
         )
+
+
+def hot_frames(session: Session, limit: int = 5) -> list[HotFrame]:
+    """Functions of ``session`` by their own ("self") time, hottest first, as shares."""
+    root = session.root_frame()
+    if root is None or root.time <= 0:
+        return []
+    total = root.time
+    own: dict[tuple[str, str, int], float] = {}
+    stack = [root]
+    while stack:
+        frame = stack.pop()
+        stack.extend(frame.children)
+        if frame.is_synthetic:
+            continue
+        self_time = frame.total_self_time
+        if self_time <= 0:
+            continue
+        key = (frame.function, frame.file_path or "?", frame.line_no or 0)
+        own[key] = own.get(key, 0.0) + self_time
+    ranked = sorted(own.items(), key=lambda item: item[1], reverse=True)[:limit]
+    return [
+        HotFrame(function=func, file=session.shorten_path(path), line=line, share=t / total)
+        for (func, path, line), t in ranked
+    ]

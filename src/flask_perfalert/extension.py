@@ -11,12 +11,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from flask import Flask, current_app, has_app_context, has_request_context, request
+from flask import Flask, current_app, has_app_context, has_request_context
 
-from ._measurement import Measurement
-from ._middleware import ENVIRON_EXCLUDED, install_timer, timer_state
-from ._monitor import ENVIRON_REQUEST, ENVIRON_SESSIONS, AppMonitor, WatchCall
-from ._sampler import LINKED_THREADS, SAMPLER, keep_sampling_signal_off_this_thread
+from .monitor import AppMonitor
+from .profiling import session as profile_session
+from .profiling.inflight import ACTIVE, InFlight, WatchCall, request_on, request_with
+from .profiling.sampler import SAMPLER
+from .profiling.timer import TimerState, install_timer, stop_profiler, timer_state, watch_record
 from .settings import PerfAlertSettings, load_settings
 
 logger = logging.getLogger("flask_perfalert")
@@ -82,10 +83,16 @@ class PerfAlert:
         app.extensions[EXTENSION_KEY] = self
         monitor.connect(app)
         self._install_timer(app, monitor)
-        if monitor.settings.enabled and monitor.min_threshold < EARLY_CAPTURE_BELOW:
-            self._install_request_capture(app)
         if monitor.settings.enabled:
-            self._install_async_link(app)
+            if monitor.timer is not None:
+                SAMPLER.configure(
+                    monitor.settings.sample_interval,
+                    monitor.settings.max_overhead,
+                    monitor.timer.min_arm_delay,
+                )
+            if monitor.timer is not None and monitor.timer.min_threshold < EARLY_CAPTURE_BELOW:
+                _install_request_capture(app)
+            _install_async_link(app, self)
         self._register_cli(app)
         _check_pyinstrument_once()
         logger.debug("Flask-PerfAlert set up for %s: %s", app.name, loaded.settings.masked())
@@ -99,75 +106,17 @@ class PerfAlert:
 
     def _install_timer(self, app: Flask, monitor: AppMonitor) -> None:
         state = timer_state(app.wsgi_app)
-        if state is not None:
-            state.use(monitor)
-            if not monitor.settings.enabled:
+        if not monitor.settings.enabled:
+            # No timing at all; a watched function is not monitored either.
+            if state is not None:
                 app.wsgi_app = state.wrapped  # type: ignore[method-assign,assignment]
             return
-        if monitor.settings.enabled:
+        if state is None:
+            state = TimerState(app.wsgi_app)
             app.wsgi_app = install_timer(  # type: ignore[method-assign,assignment]
-                app.wsgi_app, monitor
+                app.wsgi_app, state
             )
-
-    def _install_request_capture(self, app: Flask) -> None:
-        # With thresholds this low a slow request may end before the sampler's
-        # first tick, which is where the request object is normally kept (Flask
-        # forgets it when the request context ends). Keep every request's instead,
-        # at the cost of one more call per request.
-        if getattr(app.request_context, "_perfalert", False):
-            return
-        original = app.request_context
-
-        def request_context(environ: dict[str, Any]) -> Any:
-            ctx = original(environ)
-            if ENVIRON_EXCLUDED not in environ:
-                environ[ENVIRON_REQUEST] = ctx.request
-            return ctx
-
-        request_context._perfalert = True  # type: ignore[attr-defined]
-        app.request_context = request_context  # type: ignore[method-assign]
-
-    def _install_async_link(self, app: Flask) -> None:
-        # Flask runs an async view through app.async_to_sync on another thread
-        # (asgiref's event loop). Tell the sampler that thread works for the request.
-        if getattr(app.async_to_sync, "_perfalert", False):
-            return
-        original = app.async_to_sync
-
-        def async_to_sync(func: Callable[..., Any]) -> Callable[..., Any]:
-            if not has_request_context():
-                return original(func)
-            environ = request.environ
-            monitor = self._monitors.get(current_app._get_current_object())  # type: ignore[attr-defined]
-            if monitor is None or not monitor.settings.enabled or ENVIRON_EXCLUDED in environ:
-                return original(func)
-
-            @functools.wraps(func)
-            async def linked(*args: Any, **kwargs: Any) -> Any:
-                keep_sampling_signal_off_this_thread()
-                thread_id = threading.get_ident()
-                threads = environ.setdefault(LINKED_THREADS, [])
-                threads.append(thread_id)
-                if SAMPLER.thread_waiting:
-                    SAMPLER.wake_thread()  # it samples requests whose work is on other threads
-                token = None
-                if monitor.policy.mode == "pyinstrument":
-                    entry = (time.perf_counter(), thread_id, monitor, environ)
-                    token = monitor.policy.start_pyinstrument(entry)
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    threads.remove(thread_id)
-                    # Always ended: when pyinstrument refused, the token is a sampler
-                    # entry, whose samples have no session to join (dropped).
-                    collected = monitor.policy.end(token)
-                    if collected is not None and not isinstance(collected, Measurement):
-                        environ.setdefault(ENVIRON_SESSIONS, []).append(collected)
-
-            return original(linked)
-
-        async_to_sync._perfalert = True  # type: ignore[attr-defined]
-        app.async_to_sync = async_to_sync  # type: ignore[method-assign]
+        monitor.attach(state)
 
     def _register_cli(self, app: Flask) -> None:
         from .cli import perfalert_cli
@@ -197,7 +146,7 @@ class PerfAlert:
 
     def stats(self, app: Flask | None = None) -> dict[str, Any]:
         """Counters and the extension's own measured cost, for this process."""
-        return self._monitor(app).stats.snapshot()
+        return self._monitor(app).stats.snapshot(SAMPLER)
 
     # -- @perf.watch ---------------------------------------------------------------------
     @overload
@@ -263,37 +212,31 @@ class PerfAlert:
 
     def _begin_call(
         self, name: str, threshold: float | None, code: Any
-    ) -> tuple[AppMonitor, tuple[Any, ...], Any, dict[str, Any] | None] | None:
+    ) -> tuple[AppMonitor, InFlight] | None:
         try:
             monitor = self._monitor_for_call()
-            if monitor is None or not monitor.settings.enabled:
+            if monitor is None or monitor.timer is None:
                 return None
             limit = threshold or monitor.endpoint_thresholds.get(name, monitor.threshold)
-            environ = request.environ if has_request_context() else None
-            if environ is not None and ENVIRON_EXCLUDED in environ:
-                environ = None  # the request itself is not monitored (excluded)
-            entry = (
-                time.perf_counter(),
-                threading.get_ident(),
-                monitor,
-                WatchCall(name, limit, code),
-            )
-            token = monitor.policy.begin(entry)
-            return monitor, entry, token, environ
+            record = watch_record(monitor.timer, WatchCall(name, limit, code))
+            if monitor.timer.pyinstrument:
+                record.more().profiler = monitor.policy.start_pyinstrument(record)
+            if not SAMPLER.running:
+                SAMPLER.start()
+            ACTIVE[id(record)] = record
+            return monitor, record
         except Exception:
             logger.exception("Flask-PerfAlert could not watch %s", name)
             return None
 
-    def _end_call(
-        self,
-        monitor: AppMonitor,
-        entry: tuple[Any, ...],
-        token: Any,
-        environ: dict[str, Any] | None,
-    ) -> None:
+    def _end_call(self, monitor: AppMonitor, record: InFlight) -> None:
         end = time.perf_counter()
         try:
-            monitor.finish_function(entry, token, end, environ)
+            ACTIVE.pop(id(record), None)
+            record.finished = True
+            if record.extras is not None and record.extras.profiler is not None:
+                stop_profiler(record)
+            monitor.finish_call(record, end)
         except Exception:
             logger.exception("Flask-PerfAlert failed after a watched call")
 
@@ -312,6 +255,67 @@ def _name_and_code(func: Callable[..., Any]) -> tuple[str, Any]:
     return f"{module}.{qualname}", getattr(target, "__code__", None)
 
 
+def _install_request_capture(app: Flask) -> None:
+    """Keep each request's Flask request object from its start.
+
+    With thresholds this low a slow request may end before the sampler first
+    looks at it, which is where the request object is normally kept (Flask
+    forgets it when the request context ends). Costs one more call per request.
+    """
+    if getattr(app.request_context, "_perfalert", False):
+        return
+    original = app.request_context
+
+    def request_context(environ: dict[str, Any]) -> Any:
+        ctx = original(environ)
+        record = request_with(environ)
+        if record is not None:
+            record.more().request = ctx.request
+        return ctx
+
+    request_context._perfalert = True  # type: ignore[attr-defined]
+    app.request_context = request_context  # type: ignore[method-assign]
+
+
+def _install_async_link(app: Flask, perf: PerfAlert) -> None:
+    """Tell the sampler which thread runs an async view's work for its request.
+
+    Flask runs an async view through ``app.async_to_sync``, on another thread
+    (asgiref's event loop), while the request's thread waits.
+    """
+    if getattr(app.async_to_sync, "_perfalert", False):
+        return
+    original = app.async_to_sync
+
+    def async_to_sync(func: Callable[..., Any]) -> Callable[..., Any]:
+        if not has_request_context():
+            return original(func)
+        record = request_on(threading.get_ident())
+        monitor = perf._monitors.get(current_app._get_current_object())  # type: ignore[attr-defined]
+        if record is None or monitor is None:
+            return original(func)
+        policy = monitor.policy
+
+        @functools.wraps(func)
+        async def linked(*args: Any, **kwargs: Any) -> Any:
+            thread = threading.get_ident()
+            extras = record.more()
+            extras.linked_threads.append(thread)
+            profiler = policy.start_pyinstrument(record) if policy.mode == "pyinstrument" else None
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                extras.linked_threads.remove(thread)
+                session = policy.stop(profiler)
+                if session is not None:
+                    extras.sessions.append(session)
+
+        return original(linked)
+
+    async_to_sync._perfalert = True  # type: ignore[attr-defined]
+    app.async_to_sync = async_to_sync  # type: ignore[method-assign]
+
+
 _checked = False
 
 
@@ -320,10 +324,8 @@ def _check_pyinstrument_once() -> None:
     if _checked:
         return
     _checked = True
-    from ._pyinstrument_compat import check_compatible
-
     try:
-        check_compatible()
+        profile_session.check_compatible()
     except Exception as exc:
         logger.warning(
             "This pyinstrument version is not compatible with Flask-PerfAlert (%s); "

@@ -11,12 +11,14 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._pyinstrument_compat import render_html_page
+from pyinstrument.renderers import HTMLRenderer
 
 #: Prefix of the ``<meta name=...>`` tags in a report's head (see ``render_meta``).
 META_PREFIX = "perfalert-"
 
 if TYPE_CHECKING:
+    from pyinstrument.session import Session
+
     from .events import SlowRequestEvent
 
 _STYLE = """
@@ -148,6 +150,20 @@ def render_meta(event: SlowRequestEvent) -> str:
     )
     heading = f"{title} took {event.duration:.3f} s - Flask-PerfAlert"
     return f"<title>{escape(heading)}</title>{tags}"
+
+
+def render_html_page(session: Session | None, header_html: str) -> str:
+    """pyinstrument's interactive HTML page with ``header_html`` above the call tree."""
+    if session is None or not session.frame_records:
+        return (
+            '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>'
+            f"{header_html}</body></html>"
+        )
+    page = HTMLRenderer().render(session)
+    head, sep, tail = page.partition("<body>")
+    if not sep:  # a pyinstrument whose page has no <body>: no call tree, the header stays
+        return render_html_page(None, header_html)
+    return f"{head}{sep}{header_html}{tail}"
 
 
 def render_report(event: SlowRequestEvent) -> str:

@@ -18,7 +18,7 @@ import os
 
 from flask import Flask
 
-import flask_perfalert._counters as counters
+import flask_perfalert.stats as counters
 from flask_perfalert import PerfAlert
 
 if "STATS_APP_FLUSH_INTERVAL" in os.environ:

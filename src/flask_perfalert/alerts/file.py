@@ -22,11 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._delivery import DELIVERY
-
 if TYPE_CHECKING:
-    from .._monitor import AppMonitor
     from ..events import SlowRequestEvent
+    from ..monitor import AppMonitor
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -75,7 +73,8 @@ class FileAlerts:
     def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
         if event.duplicate:
             return
-        DELIVERY.submit(_FileJob(self, event))
+        # The signal is sent off the request path: write now.
+        event.report_path = self.write(event)
 
     def write(self, event: SlowRequestEvent) -> Path | None:
         """Write the report now; the path, or None after logging why not."""
@@ -91,7 +90,6 @@ class FileAlerts:
             self.monitor.stats.add("dropped")
             self.warn(f"Could not write the report for {event.summary()} to {self.folder}: {exc}")
             return None
-        logger.info("Slow request report: %s — %s", path, event.summary())
         self.prune()
         return path
 
@@ -170,17 +168,3 @@ class FileAlerts:
                     path.unlink()
             except OSError:
                 continue
-
-
-class _FileJob:
-    def __init__(self, alerts: FileAlerts, event: SlowRequestEvent) -> None:
-        self.alerts = alerts
-        self.event = event
-        self.description = f"file report for {event.key}"
-
-    def run(self) -> None:
-        self.alerts.write(self.event)
-
-    def abandon(self, reason: str) -> None:
-        self.alerts.monitor.stats.add("dropped")
-        logger.warning("Report for %s not written: %s", self.event.summary(), reason)

@@ -50,8 +50,8 @@ from .mattermost_worker import WORKER
 from .spool import Spool, SpoolEntry
 
 if TYPE_CHECKING:
-    from .._monitor import AppMonitor
     from ..events import SlowRequestEvent
+    from ..monitor import AppMonitor
 
 logger = logging.getLogger("flask_perfalert")
 

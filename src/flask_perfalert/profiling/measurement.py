@@ -1,18 +1,16 @@
-"""One timed unit of work: a request or a call of a watched function.
+"""The samples of one unit of work, made when the sampler arms it.
 
-A :class:`Measurement` is created when the work starts and closed when it
-ends. While it runs, the sampler may add stack samples to it; they are kept
-as a table of distinct stacks with their accumulated time, so a request that
-runs for minutes costs memory by the variety of its stacks, not its length.
+They are kept as a table of distinct stacks with their accumulated time, so a
+request that runs for minutes costs memory by the variety of its stacks, not
+its length.
 """
 
 from __future__ import annotations
 
 import time
 from types import CodeType
-from typing import Any
 
-from ._pyinstrument_compat import synthetic_identifier
+from .session import synthetic_identifier
 
 #: Distinct stacks kept per measurement before samples are merged.
 MAX_DISTINCT_STACKS = 5_000
@@ -25,7 +23,9 @@ def _without_lines(stack: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(info.split("\x01l", 1)[0] for info in stack)
 
 
-def _cpu_clock(thread_id: int) -> int | None:
+def _cpu_clock(thread_id: int | None) -> int | None:
+    if thread_id is None:
+        return None
     try:
         return time.pthread_getcpuclockid(thread_id)
     except (AttributeError, OSError, OverflowError):  # not Linux/BSD, or a gone thread
@@ -33,21 +33,19 @@ def _cpu_clock(thread_id: int) -> int | None:
 
 
 class Measurement:
-    """The samples of one armed entry (see ``_sampler``), or its pyinstrument profile."""
+    """The stack samples of one armed request or watched call."""
 
     __slots__ = (
         "start",
-        "thread_id",
         "arm_at",
+        "routed",
         "skip",
         "stop_code",
-        "linked_threads",
         "stacks",
         "sample_count",
         "first_sample_at",
         "last_sample_at",
         "interval",
-        "environ",
         "cpu_clock",
         "cpu_first",
         "cpu_last",
@@ -56,29 +54,27 @@ class Measurement:
     def __init__(
         self,
         start: float,
-        thread_id: int,
         arm_at: float,
         stop_code: CodeType | None = None,
         skip: bool = False,
+        cpu_thread: int | None = None,
     ) -> None:
         self.start = start
-        self.thread_id = thread_id
+        #: ``perf_counter()`` time of the first sample.
         self.arm_at = arm_at
-        #: Set when the work turns out to be excluded from monitoring.
+        #: For a request: its endpoint is known (and with it its threshold).
+        self.routed = False
+        #: Set when the work turns out to need no samples (excluded, or not sampling).
         self.skip = skip
         #: For a watched function: its code; frames of its callers are left out.
         self.stop_code = stop_code
-        #: Threads doing this work too (the event loop of an async view).
-        self.linked_threads: list[int] = []
         self.stacks: dict[tuple[str, ...], float] = {}
         self.sample_count = 0
         self.first_sample_at = 0.0
         self.last_sample_at = 0.0
         self.interval = 0.0
-        #: A request's WSGI environ until its Flask request has been captured.
-        self.environ: dict[str, Any] | None = None
-        #: The thread's CPU clock, read at the first and the last sample.
-        self.cpu_clock = _cpu_clock(thread_id)
+        #: The thread's CPU clock (not for greenlets, which share their thread's).
+        self.cpu_clock = _cpu_clock(cpu_thread)
         self.cpu_first = self.cpu_last = 0.0
 
     def add_sample(self, stack: tuple[str, ...], now: float) -> None:

@@ -1,6 +1,6 @@
-"""Every worker's counters, summed in the shared store.
+"""Counting: one app's counters in this process, and every worker's, summed in a shared store.
 
-Each process counts in its own :class:`~._stats.Stats`. With a store that
+Each process counts in its own :class:`Stats`. With a store that
 keeps counters (``sqlite://``, ``redis://``), a :class:`CounterFlusher` hands
 the counts since its last batch to the store, at most every ``FLUSH_INTERVAL``
 seconds: from the request timer's close call-back once the response is sent
@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._stats import Stats
+from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -60,6 +59,86 @@ SECONDS = ("monitored_seconds", "own_seconds", "sampler_seconds")
 
 #: ``sink(deltas, batch, final)``: False when the store did not take the batch.
 Sink = Callable[[Mapping[str, float], tuple[str, int], bool], bool]
+
+
+#: Seconds the request timer adds to one request: the benchmark's figure for the
+#: timer around a trivial WSGI app (bench/run.py, "request timer alone"), on the
+#: machine of docs/performance.rst. ``perf.stats()`` multiplies it by the requests.
+TIMER_SECONDS_PER_REQUEST = 0.6e-6
+
+
+@dataclass(slots=True)
+class Stats:
+    requests: int = 0
+    functions: int = 0
+    slow: int = 0
+    alerted: int = 0
+    suppressed: int = 0
+    delivered: int = 0
+    delivery_failures: int = 0
+    spooled: int = 0
+    dropped: int = 0
+    #: Seconds the monitored requests and functions took, in total.
+    monitored_seconds: float = 0.0
+    #: Seconds the sampler spent on this app's requests and calls (measured).
+    sampler_seconds: float = 0.0
+    #: Seconds spent handling slow requests after their response was sent (measured).
+    after_response_seconds: float = 0.0
+    #: perf_counter() time after which the request timer calls :meth:`flush` once
+    #: the response is sent (infinite: no shared store keeps counters).
+    flush_due: float = math.inf
+    #: Sends the counts to a store shared by every worker (see ``_counters``), or None.
+    flusher: CounterFlusher | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def flush(self) -> None:
+        """Hand the counters since the last flush to the shared store; never raises."""
+        flusher = self.flusher
+        if flusher is None:
+            self.flush_due = math.inf
+            return
+        flusher.flush()
+
+    def add(self, name: str, amount: int = 1) -> None:
+        """Thread-safe increment, for counters touched off the request path."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + amount)
+        if time.perf_counter() >= self.flush_due:
+            self.flush()
+
+    def own_seconds(self) -> float:
+        """Seconds the extension added on the request path (an estimate, see
+        ``TIMER_SECONDS_PER_REQUEST``)."""
+        return TIMER_SECONDS_PER_REQUEST * (self.requests + self.functions)
+
+    def snapshot(self, sampler: Any = None) -> dict[str, Any]:
+        """Every counter and the estimated overhead; ``sampler``: this process's sampler."""
+        sampler_seconds = self.sampler_seconds
+        busy = self.monitored_seconds
+        per_request = TIMER_SECONDS_PER_REQUEST
+        own = self.own_seconds()
+        overhead = (own + sampler_seconds) / busy if busy > 0 else 0.0
+        return {
+            "scope": "this process",
+            "requests": self.requests,
+            "functions": self.functions,
+            "slow": self.slow,
+            "alerted": self.alerted,
+            "suppressed": self.suppressed,
+            "delivered": self.delivered,
+            "delivery_failures": self.delivery_failures,
+            "spooled": self.spooled,
+            "dropped": self.dropped,
+            "own_seconds": own,
+            "own_seconds_per_request": per_request,
+            "after_response_seconds": self.after_response_seconds,
+            "sampler_seconds": sampler_seconds,
+            "samples": getattr(sampler, "samples_taken", 0),
+            "sampler_interval": getattr(sampler, "interval", None),
+            "sampler_backed_off": getattr(sampler, "backed_off", False),
+            "monitored_seconds": busy,
+            "estimated_overhead": overhead,
+        }
 
 
 class CounterFlusher:

@@ -1,9 +1,10 @@
-"""Everything that depends on pyinstrument's internals, in one place.
+"""From stack samples to a pyinstrument session: every use of pyinstrument's internals.
 
 The rest of the package uses pyinstrument only through this module and through
-``pyinstrument.Profiler`` (its public API). ``check_compatible()`` is run by the
-test suite against every supported pyinstrument version and fails loudly when
-one of the assumptions below stops holding.
+its public API (``Profiler``, ``Session.root_frame()``, ``HTMLRenderer``).
+``check_compatible()`` is run at set-up and by the test suite against every
+supported pyinstrument version, and fails loudly when one of the assumptions
+below stops holding.
 
 Assumptions:
 
@@ -12,9 +13,7 @@ Assumptions:
 * ``Session.from_json`` accepts a ``start_call_stack`` beginning with
   ``DUMMY_ROOT_FRAME_IDENTIFIER``, and a dict with ``frame_records`` as a list of
   ``(stack, seconds)`` pairs, the stack root first;
-* ``HTMLRenderer().render(session)`` returns a whole HTML page with a
-  ``<body>`` tag;
-* ``Session.root_frame()`` returns a tree of frames with ``function``,
+* ``Session.root_frame()`` then returns a tree of frames with ``function``,
   ``file_path``, ``line_no``, ``children``, ``time``, ``total_self_time``
   and ``is_synthetic``.
 """
@@ -24,14 +23,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from importlib.metadata import version as distribution_version
 from types import CodeType, FrameType
 
 from pyinstrument.frame import DUMMY_ROOT_FRAME_IDENTIFIER
 from pyinstrument.frame_info import frame_info_get_identifier
-from pyinstrument.renderers import HTMLRenderer
 from pyinstrument.session import Session
-
-from .events import HotFrame
 
 _SEP = "\x00"
 _ATTR = "\x01"
@@ -121,45 +118,6 @@ def combine(first: Session, second: Session) -> Session:
     return Session.combine(first, second)
 
 
-def render_html_page(session: Session | None, header_html: str) -> str:
-    """pyinstrument's interactive HTML page with ``header_html`` above the call tree."""
-    if session is None or not session.frame_records:
-        return (
-            '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>'
-            f"{header_html}</body></html>"
-        )
-    page = HTMLRenderer().render(session)
-    head, sep, tail = page.partition("<body>")
-    if not sep:  # pragma: no cover - guarded by check_compatible()
-        raise RuntimeError("pyinstrument's HTML page has no <body> tag")
-    return f"{head}{sep}{header_html}{tail}"
-
-
-def hot_frames(session: Session, limit: int = 5) -> list[HotFrame]:
-    """Functions by their own ("self") time, hottest first, as shares of the profile."""
-    root = session.root_frame()
-    if root is None or root.time <= 0:
-        return []
-    total = root.time
-    own: dict[tuple[str, str, int], float] = {}
-    stack = [root]
-    while stack:
-        frame = stack.pop()
-        stack.extend(frame.children)
-        if frame.is_synthetic:
-            continue
-        self_time = frame.total_self_time
-        if self_time <= 0:
-            continue
-        key = (frame.function, frame.file_path or "?", frame.line_no or 0)
-        own[key] = own.get(key, 0.0) + self_time
-    ranked = sorted(own.items(), key=lambda item: item[1], reverse=True)[:limit]
-    return [
-        HotFrame(function=func, file=session.shorten_path(path), line=line, share=t / total)
-        for (func, path, line), t in ranked
-    ]
-
-
 #: Why this pyinstrument cannot be used for reports, or None; set by ``check_compatible``.
 incompatible: str | None = None
 
@@ -193,15 +151,15 @@ def _check() -> None:
         sample_count=2,
         description="compatibility check",
     )
-    frames = hot_frames(session, 1)
-    if not frames or frames[0].function != "probe":
-        raise RuntimeError(f"pyinstrument {_version()}: unexpected call tree {frames!r}")
-    page = render_html_page(session, '<div id="perfalert-probe"></div>')
-    if 'id="perfalert-probe"' not in page or "probe" not in page:
-        raise RuntimeError(f"pyinstrument {_version()}: unexpected HTML page")
+    names = []
+    root = frame = session.root_frame()
+    while frame is not None:
+        names.append(frame.function)
+        children = [child for child in frame.children if not child.is_synthetic]
+        frame = children[0] if children else None
+    if root is None or names[-1] != "probe" or root.time <= 0:
+        raise RuntimeError(f"pyinstrument {_version()}: unexpected call tree {names!r}")
 
 
 def _version() -> str:
-    from importlib.metadata import version
-
-    return version("pyinstrument")
+    return distribution_version("pyinstrument")

@@ -1,0 +1,370 @@
+"""One app's monitoring, and the way from finished work to the signal.
+
+finished request or watched call (from ``profiling``) -> event (redacted
+request data, profile) -> de-duplication claim -> one log line ->
+``perf_slow_request`` -> subscribers (file, Mattermost, yours).
+
+All of it runs off the request path: on the events thread, once the response
+has been sent. When the app is testing (``app.testing``), it runs at once on
+the calling thread instead, so a test sees the event when ``client.get()``
+returns. No app or request context is pushed: receivers get the app as
+``sender``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from flask import Flask, Request
+
+from ._delivery import DeliveryWorker
+from ._redaction import Redactor
+from ._request_info import (
+    profile_description,
+    request_headers,
+    request_params,
+    request_url,
+)
+from .alerts.file import FileAlerts
+from .events import SlowRequestEvent
+from .profiling.inflight import InFlight
+from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
+from .profiling.timer import TimerState, hold_back
+from .signals import perf_slow_request
+from .stats import Stats, share_counters
+from .storage import AlertStore, MemoryStore, open_store
+
+if TYPE_CHECKING:
+    from .alerts.mattermost import MattermostAlerts
+    from .settings import LoadedSettings
+
+logger = logging.getLogger("flask_perfalert")
+#: One WARNING line per alert (not per duplicate): a child of the extension's logger,
+#: so it can be turned down on its own.
+alert_logger = logging.getLogger("flask_perfalert.alerts")
+
+_hand_on_lock = threading.Lock()
+
+
+class AppMonitor:
+    """The monitoring state of one app (kept by the extension, keyed by the app)."""
+
+    def __init__(self, app: Flask, loaded: LoadedSettings, clock: Callable[[], float]) -> None:
+        settings = loaded.settings
+        self.settings = settings
+        self.sources = loaded.sources
+        self.clock = clock
+        self._app = weakref.ref(app)
+        self.policy = ProfilingPolicy(settings)
+        self.redactor = Redactor(settings.redact_keys)
+        self.stats = Stats()
+        self.window_seconds = settings.alert_window_days * 86400
+        self.threshold = settings.threshold_seconds
+        self.endpoint_thresholds = dict(settings.endpoint_thresholds)
+        self.excluded_endpoints = frozenset(
+            item for item in settings.exclude if not item.startswith("/")
+        )
+        self._timer: weakref.ref[TimerState] | None = None
+        self.host = socket.gethostname()
+        self.store = self._open_store()
+        #: Names this app's counters in a shared store (the same in every worker).
+        self.app_key = app.name
+        self.counters = share_counters(self.stats, self.store, self.app_key)
+        self.file_alerts = FileAlerts(self) if settings.file_enabled else None
+        self.subscribers: list[Callable[..., None]] = []
+        if self.file_alerts is not None:
+            self.subscribers.append(self.file_alerts.on_slow_request)
+        self.mattermost_alerts: MattermostAlerts | None = None
+        if settings.mattermost_enabled:
+            from .alerts.mattermost import MattermostAlerts  # imports the driver: only if used
+
+            self.mattermost_alerts = MattermostAlerts.from_settings(self)
+            if self.mattermost_alerts is not None:
+                self.subscribers.append(self.mattermost_alerts.on_slow_request)
+
+    def _open_store(self) -> AlertStore:
+        settings = self.settings
+        if not settings.enabled:  # nothing to de-duplicate: no connection either
+            return MemoryStore(prefix=settings.storage_prefix, clock=self.clock)
+        try:
+            return open_store(settings.storage_uri, settings.storage_prefix, clock=self.clock)
+        except Exception as exc:
+            logger.warning(
+                "PERFALERT_STORAGE_URI could not be used (%s); keeping the alert window "
+                "in this process's memory.",
+                exc,
+            )
+            return MemoryStore(prefix=settings.storage_prefix, clock=self.clock)
+
+    @property
+    def app(self) -> Flask | None:
+        return self._app()
+
+    def attach(self, timer: TimerState) -> None:
+        """Measure with ``timer``, the state of the app's installed request timer."""
+        timer.use(self.settings, self.policy, self.stats, self.finish)
+        # Weakly: the timer holds the app's wsgi_app, and the extension keeps
+        # monitors by weak reference to their app.
+        self._timer = weakref.ref(timer)
+
+    @property
+    def timer(self) -> TimerState | None:
+        """What the request timer and the sampler read; None when monitoring is off."""
+        return None if self._timer is None else self._timer()
+
+    def connect(self, app: Flask) -> None:
+        for receiver in self.subscribers:
+            perf_slow_request.connect(receiver, sender=app)
+
+    def disconnect(self, app: Flask) -> None:
+        for receiver in self.subscribers:
+            perf_slow_request.disconnect(receiver, sender=app)
+
+    def close(self) -> None:
+        """Release what this monitor opened (the store's connections)."""
+        try:
+            self.store.close()
+        except Exception:
+            logger.warning("Closing the alert store failed", exc_info=True)
+
+    def threshold_for(self, endpoint: str | None) -> float:
+        if endpoint is None:
+            return self.threshold
+        return self.endpoint_thresholds.get(endpoint, self.threshold)
+
+    # -- from the request thread ----------------------------------------------------------
+    def finish(self, record: InFlight, end: float, body: Any | None = None) -> None:
+        """Notable work ended at ``end``: hand it on once its response has been sent.
+
+        Called by the request timer on the request thread, and for watched calls.
+        ``body`` is the response's ``ClosingIterator`` when it is not sent yet.
+        """
+        app = self.app
+        if app is not None and app.testing:
+            # Tests: no server sends the response (Werkzeug's test client closes it
+            # only when asked); the event is there when client.get() returns.
+            self.handle(record, end)
+            return
+        if body is None:
+            EVENTS.submit(_Finished(self, record, end))
+            return
+        hand_on = _HandOn(self, record, end)
+        body._callbacks.append(hand_on)  # the server closes the response after sending it
+        weakref.finalize(body, hand_on)  # or nobody ever closes it: when it is discarded
+
+    def finish_call(self, record: InFlight, end: float) -> None:
+        """A watched call ended at ``end``."""
+        stats = self.stats
+        stats.functions += 1
+        stats.monitored_seconds += end - record.start
+        assert record.call is not None
+        if end - record.start < record.call.threshold:
+            return
+        # Inside a timed request: handed on with it, once its response is sent.
+        if not hold_back(record, end):
+            self.finish(record, end)
+
+    # -- on the events thread -----------------------------------------------------------------
+    def handle(self, record: InFlight, end: float) -> None:
+        """Turn finished work into its event(s) and send them. Never raises."""
+        began = time.perf_counter()
+        try:
+            if record.call is not None:
+                self._handle_call(record, end)
+            else:
+                self._handle_request(record, end)
+        except Exception:
+            logger.exception("Flask-PerfAlert failed after %s", _what(record))
+        self.stats.after_response_seconds += time.perf_counter() - began
+
+    def _handle_request(self, record: InFlight, end: float) -> None:
+        app = self.app
+        extras = record.extras
+        if app is None:
+            return
+        request = extras.request if extras is not None else None
+        if request is None:
+            assert record.environ is not None
+            request = _request_from_environ(app, record.environ)
+        rule = getattr(request, "url_rule", None)
+        endpoint = rule.endpoint if rule is not None else None
+        duration = end - record.start
+        threshold = self.threshold_for(endpoint)
+        if endpoint not in self.excluded_endpoints and duration >= threshold:
+            result = self.policy.result(record, end, profile_description(request, self.redactor))
+            event = self.make_event(
+                "request",
+                endpoint=endpoint,
+                started=record.start,
+                duration=duration,
+                threshold=threshold,
+                result=result,
+                request=request,
+                status_code=record.status_code,
+            )
+            self.emit(app, event)
+        for call, call_end in extras.deferred if extras is not None else ():
+            call.timer.finish(call, call_end, None)
+
+    def _handle_call(self, record: InFlight, end: float) -> None:
+        app = self.app
+        call = record.call
+        if app is None or call is None:
+            return
+        result = self.policy.result(record, end, f"{call.name}()")
+        event = self.make_event(
+            "function",
+            endpoint=call.name,
+            started=record.start,
+            duration=end - record.start,
+            threshold=call.threshold,
+            result=result,
+        )
+        self.emit(app, event)
+
+    def make_event(
+        self,
+        kind: Literal["request", "function"],
+        *,
+        endpoint: str | None,
+        started: float,
+        duration: float,
+        threshold: float,
+        result: ProfileResult,
+        request: Request | None = None,
+        status_code: int | None = None,
+    ) -> SlowRequestEvent:
+        """The one place an event is made (the CLI's test alert too)."""
+        return SlowRequestEvent(
+            kind=kind,
+            endpoint=endpoint,
+            url=None if request is None else request_url(request, self.redactor),
+            method=None if request is None else request.method,
+            params={} if request is None else request_params(request, self.redactor),
+            headers={} if request is None else request_headers(request, self.redactor),
+            status_code=status_code,
+            duration=duration,
+            threshold=threshold,
+            timestamp=datetime.fromtimestamp(wall_time(started), tz=timezone.utc),
+            duplicate=False,
+            profile=result.session,
+            profile_note=result.note,
+            host=self.host,
+            pid=os.getpid(),
+        )
+
+    # -- event -> de-duplication -> log -> signal -----------------------------------------------
+    def emit(self, app: Flask, event: SlowRequestEvent) -> None:
+        stats = self.stats
+        stats.add("slow")
+        event.duplicate = not self._claim(event.key)
+        stats.add("suppressed" if event.duplicate else "alerted")
+        for receiver in perf_slow_request.receivers_for(app):
+            try:
+                receiver(app, event=event)
+            except Exception:
+                logger.exception("A receiver of perf_slow_request failed for %s", event.summary())
+        if not event.duplicate:
+            alert_logger.warning(
+                "Slow %s: %s; %s", event.kind, event.summary(), self._report_note(event)
+            )
+
+    def _report_note(self, event: SlowRequestEvent) -> str:
+        if event.report_path is not None:
+            return f"report: {event.report_path}"
+        if self.file_alerts is None:
+            return "no report file (PERFALERT_FILE_ENABLED is off)"
+        return "no report file (it could not be written; see the warning above)"
+
+    def _claim(self, key: str) -> bool:
+        try:
+            return self.store.claim(key, self.window_seconds)
+        except Exception:
+            logger.exception("The alert store failed; alerting anyway")
+            return True
+
+
+class _HandOn:
+    """Hands a slow request on once its response was closed, or discarded unclosed."""
+
+    __slots__ = ("monitor", "record", "end", "done")
+
+    def __init__(self, monitor: AppMonitor, record: InFlight, end: float) -> None:
+        self.monitor = monitor
+        self.record = record
+        self.end = end
+        self.done = False
+
+    def __call__(self) -> None:
+        with _hand_on_lock:
+            if self.done:
+                return
+            self.done = True
+        EVENTS.submit(_Finished(self.monitor, self.record, self.end))
+
+
+class _Finished:
+    """A job of the events thread: finished work to turn into events."""
+
+    __slots__ = ("monitor", "record", "end", "description")
+
+    def __init__(self, monitor: AppMonitor, record: InFlight, end: float) -> None:
+        self.monitor = monitor
+        self.record = record
+        self.end = end
+        self.description = _what(record)
+
+    def run(self) -> None:
+        self.monitor.handle(self.record, self.end)
+
+    def abandon(self, reason: str) -> None:
+        logger.warning("The event of %s was not sent: %s.", self.description, reason)
+
+
+def _what(record: InFlight) -> str:
+    if record.call is not None:
+        return f"a call of {record.call.name}"
+    environ = record.environ or {}
+    return f"the request {environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')!r}"
+
+
+def _request_from_environ(app: Flask, environ: dict[str, Any]) -> Request:
+    """A request rebuilt from the environ, for a slow request never seen while running.
+
+    Shallow: the body is not read again. The endpoint is matched afresh.
+    """
+    request = app.request_class(environ, populate_request=False, shallow=True)
+    try:
+        adapter = app.url_map.bind_to_environ(environ, server_name=app.config["SERVER_NAME"])
+        rule, args = adapter.match(return_rule=True)
+        request.url_rule, request.view_args = rule, dict(args)
+    except Exception:
+        pass  # unmatched (404, 405): no endpoint
+    return request
+
+
+class EventsWorker(DeliveryWorker):
+    thread_name = "flask-perfalert-events"
+
+    def _start(self) -> None:
+        starting = self._thread is None
+        super()._start()
+        if starting:
+            # At exit, atexit runs the last registered first: registered now, after
+            # the subscribers' workers were made (at init_app), the events still
+            # queued are handled before those workers stop taking jobs.
+            atexit.register(self.shutdown)
+
+
+#: The events thread of this process, shared by every app: started with the first
+#: slow request, again in a forked child; at exit, queued events get a bounded time.
+EVENTS = EventsWorker()

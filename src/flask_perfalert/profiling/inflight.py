@@ -1,0 +1,153 @@
+"""The record of one unit of work being timed: a request, or a call of a watched function.
+
+It is Flask-PerfAlert's own: nothing of it is written into the WSGI environ,
+the request, ``g`` or the session, so the app cannot see it. The sampler
+finds the work it samples through :data:`ACTIVE`; ``@perf.watch`` and async
+views find the request running on their thread with :func:`request_on`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import CodeType
+
+    from flask import Request
+
+    from .measurement import Measurement
+    from .timer import TimerState
+
+
+class WatchCall:
+    """What ``@perf.watch`` knows about one call."""
+
+    __slots__ = ("name", "threshold", "code")
+
+    def __init__(self, name: str, threshold: float, code: CodeType | None) -> None:
+        self.name = name
+        self.threshold = threshold
+        #: The function's code: frames of its callers are left out of its profile.
+        self.code = code
+
+
+class Extras:
+    """What only some requests need, made when first needed."""
+
+    __slots__ = (
+        "request",
+        "linked_threads",
+        "deferred",
+        "profiler",
+        "session",
+        "sessions",
+        "greenlet",
+        "os_thread",
+    )
+
+    def __init__(self) -> None:
+        #: The Flask request object, kept while the request runs (Flask forgets it
+        #: when the request context ends, before the response is sent).
+        self.request: Request | None = None
+        #: Other threads doing this request's work (the event loop of an async view).
+        self.linked_threads: list[int] = []
+        #: Slow watched calls made during the request, handed on after it: (record, end).
+        self.deferred: list[tuple[InFlight, float]] = []
+        #: The pyinstrument profiler of the work (pyinstrument mode), then its session,
+        #: and the sessions of linked threads.
+        self.profiler: Any = None
+        self.session: Any = None
+        self.sessions: list[Any] = []
+        #: The greenlet serving the request (gevent, eventlet), and its OS thread.
+        self.greenlet: Any = None
+        self.os_thread = 0
+
+
+class InFlight:
+    """One request or watched call, from its start until it is finished."""
+
+    __slots__ = (
+        "start",
+        "thread",
+        "timer",
+        "environ",
+        "call",
+        "status",
+        "server_start_response",
+        "measurement",
+        "extras",
+        "finished",
+    )
+
+    def __init__(
+        self,
+        start: float,
+        thread: int,
+        timer: TimerState,
+        environ: dict[str, Any] | None,
+        call: WatchCall | None = None,
+    ) -> None:
+        #: ``perf_counter()`` when the work started.
+        self.start = start
+        #: The thread (or greenlet, see ``_threads.current_key``) doing the work.
+        self.thread = thread
+        #: The monitored app's measuring settings and counters.
+        self.timer = timer
+        #: The request's WSGI environ (read, never written); None for a watched call.
+        self.environ = environ
+        self.call = call
+        #: The status line the app sent (``"200 OK"``), once it has.
+        self.status: str | None = None
+        self.server_start_response: Any = None
+        #: The samples, once the sampler armed the work.
+        self.measurement: Measurement | None = None
+        self.extras: Extras | None = None
+        #: Set once the work's end has been handed on; it is handed on once only.
+        self.finished = False
+
+    def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        """The server's ``start_response``, noting the status on the way."""
+        self.status = status
+        return self.server_start_response(status, headers, exc_info)
+
+    def more(self) -> Extras:
+        extras = self.extras
+        if extras is None:
+            extras = self.extras = Extras()
+        return extras
+
+    @property
+    def status_code(self) -> int | None:
+        status = self.status
+        if not status:
+            return None
+        try:
+            return int(status.split(None, 1)[0])
+        except ValueError:
+            return None
+
+
+#: The work being timed now, by ``id()`` of its record. Plain dict operations only
+#: (atomic under the GIL): the request threads and the sampler thread share it.
+ACTIVE: dict[int, InFlight] = {}
+
+
+def request_on(thread: int) -> InFlight | None:
+    """The innermost request being timed on ``thread`` (or that ``thread`` works for)."""
+    found: InFlight | None = None
+    for record in list(ACTIVE.values()):
+        if record.environ is None:
+            continue
+        extras = record.extras
+        if record.thread == thread or (extras is not None and thread in extras.linked_threads):
+            if found is None or record.start >= found.start:
+                found = record
+    return found
+
+
+def request_with(environ: dict[str, Any]) -> InFlight | None:
+    """The request being timed with this WSGI environ, if any."""
+    for record in list(ACTIVE.values()):
+        if record.environ is environ:
+            return record
+    return None

@@ -1,0 +1,131 @@
+"""The profiler modes: the one place that decides how a profile is taken.
+
+``start_pyinstrument`` and ``stop`` run on the request path in pyinstrument
+mode; :meth:`ProfilingPolicy.result` turns what was collected into a
+pyinstrument session, and runs only for slow work, after its response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyinstrument import Profiler
+
+from . import session as _session
+from .session import combine, session_from_samples
+
+if TYPE_CHECKING:
+    from pyinstrument.session import Session
+
+    from ..settings import PerfAlertSettings
+    from .inflight import InFlight
+
+logger = logging.getLogger("flask_perfalert")
+
+#: Fewer samples than this make no useful call tree.
+MIN_SAMPLES = 2
+
+C_TIME_NOTE = (
+    "Time spent inside C code (database drivers, JSON, regular expressions, "
+    "waiting on the network) is counted on the Python line that called it."
+)
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    session: Session | None
+    #: Which part of the work the profile covers, or why there is none.
+    note: str
+
+
+class ProfilingPolicy:
+    """Starts and stops the chosen profiler for each piece of work of one app."""
+
+    def __init__(self, settings: PerfAlertSettings) -> None:
+        self.mode = settings.profiler
+        self.sample_after = settings.sample_after
+        self.interval = settings.sample_interval
+        #: Whether the sampler takes stacks (it also keeps request objects in every mode).
+        self.samples = self.mode == "sampling"
+
+    def start_pyinstrument(self, record: InFlight) -> Profiler | None:
+        # async_mode="disabled" lets a watched function nested in a profiled request
+        # run its own profiler on the same thread.
+        profiler = Profiler(interval=0.001, async_mode="disabled")
+        try:
+            profiler.start()
+        except RuntimeError:
+            logger.debug("pyinstrument refused to start", exc_info=True)
+            return None
+        return profiler
+
+    @staticmethod
+    def stop(profiler: Profiler | None) -> Session | None:
+        """Stop a profiler of :meth:`start_pyinstrument`; its session."""
+        if profiler is None:
+            return None
+        try:
+            session: Session = profiler.stop()
+        except Exception:
+            logger.exception("pyinstrument failed to stop")
+            return None
+        return session
+
+    def result(self, record: InFlight, end: float, description: str) -> ProfileResult:
+        """The profile of finished work, for slow work only."""
+        start = record.start
+        duration = end - start
+        if self.mode == "none":
+            return ProfileResult(None, "No profile: profiling is off (PERFALERT_PROFILER=none).")
+        if _session.incompatible is not None:
+            return ProfileResult(None, f"No profile: {_session.incompatible}.")
+        extras = record.extras
+        if self.mode == "pyinstrument":
+            session = extras.session if extras is not None else None
+            if session is None:
+                return ProfileResult(None, "No profile: pyinstrument could not profile it.")
+            for linked in extras.sessions if extras is not None else ():
+                session = combine(session, linked)
+            return ProfileResult(
+                session, "Profiled by pyinstrument for the whole duration (exact call tree)."
+            )
+        m = record.measurement
+        if m is None or m.sample_count < MIN_SAMPLES:
+            count = 0 if m is None else m.sample_count
+            arm = duration * self.sample_after if m is None else m.arm_at - start
+            return ProfileResult(
+                None,
+                f"No profile: too few samples ({count}); sampling starts {arm:.3f}s "
+                f"into the work, every {self.interval * 1000:.0f} ms.",
+            )
+        covered_from = m.first_sample_at - start
+        covered_to = m.last_sample_at - start
+        share = (covered_to - covered_from) / duration if duration > 0 else 0.0
+        # The sampler waits for the interpreter lock, so samples may come later
+        # than asked; say how often they really came.
+        every = (covered_to - covered_from) / m.sample_count
+        note = (
+            f"Sampled every {m.interval * 1000:.0f} ms ({every * 1000:.0f} ms on average) "
+            f"from {covered_from:.3f}s to "
+            f"{covered_to:.3f}s of {duration:.3f}s ({share:.0%} of the time); the first "
+            f"{covered_from:.3f}s were not sampled. {C_TIME_NOTE}"
+        )
+        wall_start = wall_time(start)
+        session = session_from_samples(
+            m.stacks.items(),
+            start_time=wall_start + covered_from,
+            duration=covered_to - covered_from,
+            interval=m.interval,
+            sample_count=m.sample_count,
+            description=description,
+            cpu_time=max(m.cpu_last - m.cpu_first, 0.0),
+        )
+        return ProfileResult(session, note)
+
+
+def wall_time(perf: float) -> float:
+    """The ``time.time()`` of a ``perf_counter()`` reading."""
+    return time.time() - (time.perf_counter() - perf)

@@ -1,0 +1,291 @@
+"""The late-start sampling profiler: one thread per process, of our own.
+
+Fast requests pay only for being put in (and taken out of) :data:`ACTIVE`.
+The sampler thread looks at the work in it; once a request has run past its
+arm point (``SAMPLE_AFTER`` of its threshold), it reads that thread's stack
+every ``SAMPLE_INTERVAL`` seconds, keeping strings only.
+
+Why a thread: a sampler that runs inside the app's thread (a signal handler,
+a trace function) runs between two bytecodes of arbitrary app code and takes a
+process-wide resource the app may own (``SIGALRM``, ``ITIMER_REAL``,
+``sys.setprofile``). A thread of our own reads the other threads' stacks with
+``sys._current_frames()``, as the profilers people trust do, and nothing the
+app can observe changes. It is a real operating-system thread even under
+gevent or eventlet (see ``_threads``), where it reads a request's greenlet
+frames. It starts with the first request of each process and never wakes the
+request threads: it sleeps until the next arm point, or ``IDLE_POLL`` when it
+knows of none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from flask import Request
+
+from ._threads import OSThreads, current_frames
+from .inflight import ACTIVE, InFlight
+from .measurement import Measurement
+from .session import stack_of
+
+logger = logging.getLogger("flask_perfalert")
+
+#: The longest interval the overhead control backs off to.
+MAX_INTERVAL = 0.1
+#: Seconds between two looks for new work when the sampler knows of none: at most
+#: the earliest arm point of any app (so sampling starts on time), within these bounds.
+IDLE_POLL = 0.05
+MIN_IDLE_POLL = 0.005
+#: The shortest sleep between two looks (a tick never spins).
+MIN_SLEEP = 0.001
+
+Clock = Callable[[], float]
+FramesSource = Callable[[int], "dict[int, FrameType] | None"]
+
+
+class Sampler:
+    """Samples the stacks of the work in ``active`` that has passed its arm point.
+
+    ``clock`` and ``frames`` are injectable: tests drive :meth:`tick` with a
+    fake clock and stacks of their own, without a thread.
+    """
+
+    def __init__(
+        self,
+        active: dict[int, InFlight] | None = None,
+        clock: Clock = time.perf_counter,
+        frames: FramesSource = current_frames,
+    ) -> None:
+        self.active = ACTIVE if active is None else active
+        self.clock = clock
+        self.frames = frames
+        self.interval = self.base_interval = 0.005
+        self.max_overhead = 0.05
+        self.idle_poll = IDLE_POLL
+        self._reset()
+
+    def _reset(self) -> None:
+        #: The process whose thread samples (a forked child starts its own).
+        self.pid: int | None = None
+        self.os: OSThreads | None = None
+        #: Held while the thread sleeps; released to wake it early (new settings).
+        self._wakeup: Any = None
+        #: Seconds spent sampling, and since when, for overhead control and stats.
+        self.cpu_seconds = 0.0
+        self.samples_taken = 0
+        self.backed_off = False
+        self._window_start = self.clock()
+        self._window_cost = 0.0
+        self._threads_seen = 8
+
+    def configure(
+        self, interval: float, max_overhead: float, min_arm_delay: float = IDLE_POLL
+    ) -> None:
+        """Sampling interval and overhead limit, and an app's earliest arm point.
+
+        The thread reads them on its next loop. The idle poll follows the
+        earliest arm point of every app configured in this process.
+        """
+        self.base_interval = self.interval = interval
+        self.max_overhead = max_overhead
+        self.idle_poll = max(MIN_IDLE_POLL, min(self.idle_poll, min_arm_delay))
+        self._wake()
+
+    # -- the thread ---------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.pid == os.getpid()
+
+    def start(self) -> OSThreads:
+        """Start this process's sampler thread if it is not running; its thread primitives."""
+        if not self.running:
+            if self.pid is not None:  # a forked child: nothing of the parent's is valid
+                self._reset()
+            self.os = OSThreads()
+            self._wakeup = self.os.allocate_lock()
+            self._wakeup.acquire()
+            self.pid = os.getpid()
+            self.os.start_new_thread(self._run, ())
+        assert self.os is not None
+        return self.os
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and self.running:
+            try:
+                wakeup.release()
+            except RuntimeError:  # already awake
+                pass
+
+    def _run(self) -> None:
+        wait = self._wakeup.acquire
+        pid = self.pid
+        while self.pid == pid:
+            started = self.clock()
+            try:
+                sampled = self.tick()
+            except Exception:  # pragma: no cover - never let the sampler die
+                logger.exception("Flask-PerfAlert sampler failed")
+                sampled = False
+            now = self.clock()
+            # Never longer than the next arm point: work that starts meanwhile is
+            # sampled from its arm point, whatever the interval.
+            delay = self.until_next_arm(now)
+            if sampled:
+                delay = min(delay, started + self.interval - now)
+            wait(True, max(delay, MIN_SLEEP))
+
+    def until_next_arm(self, now: float) -> float:
+        """Seconds until the earliest arm point of work not armed yet (at most the idle poll)."""
+        delay = self.idle_poll
+        for record in list(self.active.values()):
+            if record.measurement is None:
+                delay = min(delay, record.start + record.timer.min_arm_delay - now)
+        return delay
+
+    # -- sampling ------------------------------------------------------------------------
+    def tick(self) -> bool:
+        """Take one sample of every armed piece of work; True if something was sampled."""
+        now = self.clock()
+        frames: dict[int, FrameType] | None = None
+        stacks: dict[int, tuple[str, ...]] = {}
+        sampled: list[Any] = []
+        for key, record in list(self.active.items()):
+            m = record.measurement
+            if m is None:
+                if now < record.start + record.timer.min_arm_delay:
+                    continue
+                m = record.measurement = self._arm(record)
+            if not m.routed and record.environ is not None:
+                self._route(record, m)
+            if m.skip or now < m.arm_at or key not in self.active:
+                continue
+            if frames is None:
+                frames = self.frames(self._threads_seen)
+                if frames is None:  # not safe to read stacks now; the next tick will
+                    break
+                self._threads_seen = len(frames)
+            stack = self._stack(record, m, frames, stacks)
+            if stack is None:
+                continue
+            m.interval = self.interval
+            m.add_sample(stack, now)
+            self.samples_taken += 1
+            sampled.append(record.timer.stats)
+        cost = self.clock() - now
+        self.cpu_seconds += cost
+        # Each app's counters carry the share of the sampler's time spent on its work.
+        for stats in sampled:
+            stats.sampler_seconds += cost / len(sampled)
+        self._control_overhead(now, cost)
+        return bool(sampled)
+
+    def _stack(
+        self,
+        record: InFlight,
+        m: Measurement,
+        frames: dict[int, FrameType],
+        stacks: dict[int, tuple[str, ...]],
+    ) -> tuple[str, ...] | None:
+        extras = record.extras
+        linked = extras.linked_threads if extras is not None else ()
+        plain = m.stop_code is None and not linked
+        if plain:
+            cached = stacks.get(record.thread)
+            if cached is not None:
+                return cached
+        frame: FrameType | None
+        greenlet = extras.greenlet if extras is not None else None
+        if greenlet is not None:
+            # A greenlet that is not running keeps its stack in gr_frame; the
+            # running one's is its thread's current stack.
+            frame = greenlet.gr_frame
+            if frame is None:
+                if greenlet.dead:
+                    return None
+                frame = frames.get(extras.os_thread if extras is not None else 0)
+        else:
+            frame = frames.get(record.thread)
+        if frame is None and not linked:
+            return None
+        stack = stack_of(frame, m.stop_code)
+        for thread in linked:
+            stack += stack_of(frames.get(thread))
+        if plain:
+            stacks[record.thread] = stack
+        return stack
+
+    # -- arming -----------------------------------------------------------------------------
+    @staticmethod
+    def _arm(record: InFlight) -> Measurement:
+        """The measurement of work that reached its app's earliest arm point."""
+        timer = record.timer
+        call = record.call
+        extras = record.extras
+        # The CPU clock of a thread; greenlets share theirs, so they get none.
+        cpu_thread = None if extras is not None and extras.greenlet is not None else record.thread
+        if call is not None:
+            arm_at = record.start + timer.sample_after * call.threshold
+            return Measurement(
+                record.start, arm_at, call.code, skip=not timer.samples, cpu_thread=cpu_thread
+            )
+        arm_at = record.start + timer.sample_after * timer.threshold
+        return Measurement(record.start, arm_at, skip=not timer.samples, cpu_thread=cpu_thread)
+
+    @staticmethod
+    def _route(record: InFlight, m: Measurement) -> None:
+        """Keep the running request's Flask request object, once it has been routed.
+
+        Flask forgets it when the request context ends, before the response is
+        sent. Reading the environ and the request from here changes nothing the
+        app can see. The endpoint fixes the real threshold and arm point.
+        """
+        extras = record.extras
+        request = extras.request if extras is not None else None
+        if request is None:
+            assert record.environ is not None
+            request = record.environ.get("werkzeug.request")
+        # Before Flask's request exists, a test client's plain Werkzeug request may be
+        # there; and the endpoint is known only after routing.
+        if not isinstance(request, Request) or (
+            request.url_rule is None and request.routing_exception is None
+        ):
+            return
+        record.more().request = request
+        m.routed = True
+        timer = record.timer
+        endpoint = request.url_rule.endpoint if request.url_rule is not None else None
+        m.arm_at = record.start + timer.sample_after * timer.threshold_for(endpoint)
+        if endpoint in timer.excluded_endpoints:
+            m.skip = True
+
+    # -- overhead ---------------------------------------------------------------------------
+    def _control_overhead(self, now: float, cost: float) -> None:
+        self._window_cost += cost
+        elapsed = now - self._window_start
+        if elapsed < 1.0:
+            return
+        share = self._window_cost / elapsed
+        self._window_start, self._window_cost = now, 0.0
+        if share > self.max_overhead and self.interval < MAX_INTERVAL:
+            self.interval = min(self.interval * 2, MAX_INTERVAL)
+            if not self.backed_off:
+                logger.warning(
+                    "Flask-PerfAlert's sampler used %.1f%% of the time (limit %.1f%%): "
+                    "sampling every %.0f ms instead.",
+                    share * 100,
+                    self.max_overhead * 100,
+                    self.interval * 1000,
+                )
+            self.backed_off = True
+        elif share < self.max_overhead / 4 and self.interval > self.base_interval:
+            self.interval = max(self.interval / 2, self.base_interval)
+
+
+#: The sampler of this process.
+SAMPLER = Sampler()

@@ -1,0 +1,323 @@
+"""The request timer: a thin WSGI wrapper around ``app.wsgi_app``.
+
+It times what the app does for a request: from the moment it is called, with
+routing and error handling, until it returns its response, or, for a streamed
+response, until the server closes it after the last byte. What a slow request
+leads to (the event, the signal, the alerts) is handed to the app's monitor
+once the response has been sent; a fast request needs no call-back at all.
+
+Every request pays for this code, so it is written for the fewest Python
+calls: no ``before_request``/``after_request`` hooks, no object around the
+body when Werkzeug's ``ClosingIterator`` can carry the call-back. The one
+extra call is our ``start_response``, which notes the status for the event
+(a file sent with ``send_file`` has no other place to read it from). The
+numbers are in docs/performance.rst.
+
+Nothing is written into the environ: the request's record is ours
+(:class:`~.inflight.InFlight`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from .inflight import ACTIVE, InFlight, WatchCall, request_on
+from .policy import ProfilingPolicy
+from .sampler import SAMPLER, Sampler
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ..settings import PerfAlertSettings
+    from ..stats import Stats
+
+logger = logging.getLogger("flask_perfalert")
+
+#: ``finish(record, end, body)``: the monitor's call-back for notable work; ``body``
+#: is the response's ``ClosingIterator`` when it has not been sent yet.
+Finish = Callable[[InFlight, float, "Any | None"], None]
+
+
+class TimerState:
+    """What the wrapper and the sampler read for one app, made from its settings.
+
+    ``init_app`` calls :meth:`use` again when it re-reads the settings. Slots,
+    because attribute look-ups on the hot path are a measurable share of its cost.
+    """
+
+    __slots__ = (
+        "wrapped",
+        "policy",
+        "finish",
+        "stats",
+        "threshold",
+        "endpoint_thresholds",
+        "min_threshold",
+        "sample_after",
+        "min_arm_delay",
+        "samples",
+        "excluded_endpoints",
+        "path_glob",
+        "pyinstrument",
+        "green",
+        "special",
+        "notable",
+        "__weakref__",
+    )
+
+    def __init__(self, wrapped: WSGIApplication) -> None:
+        self.wrapped = wrapped
+        self.green = False
+        _STATES.add(self)
+
+    def use(
+        self, settings: PerfAlertSettings, policy: ProfilingPolicy, stats: Stats, finish: Finish
+    ) -> None:
+        self.policy = policy
+        self.finish = finish
+        self.stats = stats
+        self.threshold = settings.threshold_seconds
+        self.endpoint_thresholds = dict(settings.endpoint_thresholds)
+        self.min_threshold = min([self.threshold, *self.endpoint_thresholds.values()])
+        self.sample_after = settings.sample_after
+        #: Seconds into any work before it may need sampling (the earliest arm point).
+        self.min_arm_delay = self.min_threshold * self.sample_after
+        self.samples = policy.samples
+        self.excluded_endpoints = frozenset(
+            item for item in settings.exclude if not item.startswith("/")
+        )
+        globs = [item for item in settings.exclude if item.startswith("/")]
+        #: Matches an excluded URL path, or None when no path is excluded.
+        self.path_glob: Callable[[str], Any] | None = (
+            re.compile("|".join(fnmatch.translate(g) for g in globs)).match if globs else None
+        )
+        self.pyinstrument = policy.mode == "pyinstrument"
+        # With pyinstrument every request has a profiler to stop: treat all as notable.
+        if self.pyinstrument:
+            self.min_threshold = 0.0
+        self._refresh()
+
+    def _refresh(self) -> None:
+        #: Requests need :func:`_begin_special` (exclusion, pyinstrument, greenlets).
+        self.special = self.path_glob is not None or self.pyinstrument or self.green
+        #: Below this a request was neither slow nor holds back a watched call's event.
+        self.notable = self.min_threshold
+
+    def threshold_for(self, endpoint: str | None) -> float:
+        if endpoint is None:
+            return self.threshold
+        return self.endpoint_thresholds.get(endpoint, self.threshold)
+
+
+#: Every app's timer state in this process (the sampler's start may change them).
+_STATES: weakref.WeakSet[TimerState] = weakref.WeakSet()
+_finish_lock = threading.Lock()
+
+
+def install_timer(
+    wsgi_app: WSGIApplication, state: TimerState, sampler: Sampler = SAMPLER
+) -> WSGIApplication:
+    """A ``wsgi_app`` that times every request with ``state``.
+
+    A plain function, not an object with ``__call__``, which costs an extra
+    slot look-up per request.
+    """
+    # Closure cells: cheaper to reach than globals.
+    _state = state
+    _InFlight = InFlight
+    _perf_counter = perf_counter
+    _get_ident = threading.get_ident
+    _active = sampler.active
+    _sampler = sampler
+
+    def perfalert_wsgi_app(
+        environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        record = _InFlight(_perf_counter(), _get_ident(), _state, environ)
+        if not _sampler.running:
+            start_sampler(_sampler)
+        if _state.special and _begin_special(record):
+            return _state.wrapped(environ, start_response)
+        record.server_start_response = start_response
+        key = id(record)
+        _active[key] = record
+        try:
+            body = _state.wrapped(environ, record.start_response)
+        except BaseException:
+            # The server answers 500 (Flask propagates errors when testing).
+            if record.status is None:
+                record.status = "500 INTERNAL SERVER ERROR"
+            ended(record)
+            raise
+        # Werkzeug's Response.get_app_iter() returns ClosingIterator(..., response.close).
+        try:
+            callbacks = body._callbacks  # type: ignore[attr-defined]
+            streamed = type(callbacks[-1].__self__.response) is not list
+        except (AttributeError, IndexError, TypeError):
+            return _other_body(body, record)
+        if streamed:
+            # The work happens while the server iterates: time it to close().
+            callbacks.append(partial(ended, record))
+            weakref.finalize(body, ended, record)  # never closed: when discarded
+            return body
+        # Not streamed: the view has done all its work; what is left is copying
+        # bytes to the socket. A fast request ends here, with no call-back at all.
+        end = _perf_counter()
+        try:
+            del _active[key]
+        except KeyError:  # pragma: no cover - the dict was cleared (fork)
+            pass
+        duration = end - record.start
+        stats = _state.stats
+        stats.requests += 1
+        stats.monitored_seconds += duration
+        if end >= stats.flush_due:
+            callbacks.append(stats.flush)
+        extras = record.extras
+        if duration >= _state.notable and (
+            duration >= _state.min_threshold or (extras is not None and extras.deferred)
+        ):
+            if extras is not None and extras.profiler is not None:
+                stop_profiler(record)
+            record.finished = True
+            # The event, its signal and its alerts wait until the response is sent.
+            _state.finish(record, end, body)
+        return body
+
+    perfalert_wsgi_app.perfalert_state = _state  # type: ignore[attr-defined]
+    return perfalert_wsgi_app
+
+
+def start_sampler(sampler: Sampler) -> None:
+    """Start this process's sampler; under green threads, requests note their greenlet."""
+    threads = sampler.start()
+    if threads.green is not None:
+        for state in list(_STATES):
+            state.green = True
+            state._refresh()
+
+
+def _begin_special(record: InFlight) -> bool:
+    """What a request needs under exclusion, pyinstrument or greenlets; True: not timed."""
+    state = record.timer
+    excluded = state.path_glob
+    assert record.environ is not None
+    if excluded is not None and excluded(record.environ.get("PATH_INFO", "")) is not None:
+        return True
+    if state.green:
+        note_greenlet(record)
+    if state.pyinstrument:
+        record.more().profiler = state.policy.start_pyinstrument(record)
+    return False
+
+
+def note_greenlet(record: InFlight) -> None:
+    """Under gevent or eventlet: the greenlet doing the work, which the sampler reads."""
+    threads = SAMPLER.os
+    if threads is not None and threads.current_greenlet is not None:
+        extras = record.more()
+        extras.greenlet = threads.current_greenlet()
+        extras.os_thread = threads.get_ident()
+        record.thread = threading.get_ident()  # the patched one: the greenlet's
+
+
+def ended(record: InFlight) -> None:
+    """A request's work is over: it raised, or its response was closed or discarded."""
+    end = perf_counter()
+    with _finish_lock:
+        if record.finished:
+            return
+        record.finished = True
+    ACTIVE.pop(id(record), None)
+    state = record.timer
+    duration = end - record.start
+    stats = state.stats
+    stats.requests += 1
+    stats.monitored_seconds += duration
+    if end >= stats.flush_due:
+        stats.flush()
+    extras = record.extras
+    if extras is not None and extras.profiler is not None:
+        stop_profiler(record)
+    if duration >= state.min_threshold or (extras is not None and extras.deferred):
+        state.finish(record, end, None)
+
+
+def stop_profiler(record: InFlight) -> None:
+    """Stop the pyinstrument profiler of ``record`` (on its own thread) and keep its session."""
+    extras = record.more()
+    extras.session = record.timer.policy.stop(extras.profiler)
+    extras.profiler = None
+
+
+def _other_body(body: Iterable[bytes], record: InFlight) -> Iterable[bytes]:
+    assert record.environ is not None
+    file_wrapper = record.environ.get("wsgi.file_wrapper")
+    if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+        # Keep the server's sendfile path: timing ends before the file is sent.
+        ended(record)
+        return body
+    timed = _TimedBody(body, record)
+    weakref.finalize(timed, ended, record)
+    return timed
+
+
+class _TimedBody:
+    """A body that is not a ``ClosingIterator``, passed through; closing it ends the timing."""
+
+    __slots__ = ("_body", "_record", "__weakref__")
+
+    def __init__(self, body: Iterable[bytes], record: InFlight) -> None:
+        self._body = body
+        self._record = record
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            ended(self._record)
+
+
+def hold_back(call: InFlight, end: float) -> bool:
+    """Keep a slow watched ``call`` until the request it ran in has been sent.
+
+    False when no timed request runs on its thread (a request context of a
+    test or a shell, which no server sends, or an excluded request): the
+    caller hands it on now.
+    """
+    request = request_on(call.thread)
+    if request is None or request.finished:
+        return False
+    request.more().deferred.append((call, end))
+    # The request lasts at least as long as the call: from now on requests that
+    # long take the timer's notable branch, which hands held-back calls on.
+    assert call.call is not None
+    state = request.timer
+    state.notable = min(state.notable, call.call.threshold)
+    return True
+
+
+def timer_state(wsgi_app: object) -> TimerState | None:
+    """The state of a ``wsgi_app`` made by :func:`install_timer`, else None."""
+    return getattr(wsgi_app, "perfalert_state", None)
+
+
+def watch_record(timer: TimerState, call: WatchCall) -> InFlight:
+    """The record of a watched call starting now on this thread."""
+    record = InFlight(perf_counter(), threading.get_ident(), timer, None, call)
+    if timer.green:
+        note_greenlet(record)
+    return record
