@@ -24,11 +24,10 @@ from werkzeug.serving import make_server
 from flask_perfalert import PerfAlert, PerfAlertSettings, SlowRequestEvent
 from flask_perfalert.profiling import _threads, policy
 from flask_perfalert.profiling import session as compat
-from flask_perfalert.profiling.inflight import ACTIVE, InFlight, WatchCall
 from flask_perfalert.profiling.measurement import MAX_DISTINCT_STACKS, Measurement
 from flask_perfalert.profiling.policy import ProfilingPolicy
 from flask_perfalert.profiling.sampler import SAMPLER, Sampler
-from flask_perfalert.profiling.timer import TimerState
+from flask_perfalert.profiling.state import ACTIVE, InFlight, TimerState, WatchCall
 from flask_perfalert.stats import Stats
 
 TESTS = Path(__file__).parent
@@ -385,7 +384,17 @@ def test_reading_other_threads_stacks_never_touches_the_garbage_collector() -> N
         frames = _threads.current_frames(8, guarded=True)
         assert frames is not None and threading.get_ident() in frames
         assert gc.isenabled() is enabled and gc.get_threshold()[0] == 100_000
-        gc.set_threshold(10)  # the young generation is always about to be collected
+        # The young generation close to its threshold while nobody allocates (a
+        # request waiting on the network): the frames are still read.
+        gc.set_threshold(300)
+        kept: list[list[None]] = []
+        while gc.get_count()[0] < 285:  # above the limit, with room for a few objects
+            kept.append([])
+        assert gc.get_count()[0] > 300 - 8 - 16
+        assert _threads.current_frames(8, guarded=True) is not None
+        assert gc.isenabled() is enabled and gc.get_threshold()[0] == 300
+        del kept
+        gc.set_threshold(10)  # too low to ever leave room: no frames, rather than a risk
         assert _threads.current_frames(8, guarded=True) is None
         assert gc.isenabled() is enabled
         gc.disable()  # no automatic collection at all: always safe

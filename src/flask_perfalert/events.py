@@ -73,7 +73,7 @@ class SlowRequestEvent:
     #: Unique id of this event; deliveries use it to avoid duplicate posts.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: Where the file subscriber wrote the HTML report, once it has (else ``None``).
-    report_path: Path | None = None
+    report_path: Path | None = field(default=None, repr=False)
     _html: str | None = field(default=None, repr=False)
     _html_done: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -15,9 +15,9 @@ from flask import Flask, current_app, has_app_context, has_request_context
 
 from .monitor import AppMonitor
 from .profiling import session as profile_session
-from .profiling.inflight import ACTIVE, InFlight, WatchCall, request_on, request_with
 from .profiling.sampler import SAMPLER
-from .profiling.timer import TimerState, install_timer, stop_profiler, timer_state, watch_record
+from .profiling.state import ACTIVE, InFlight, TimerState, WatchCall, request_on, request_with
+from .profiling.timer import install_timer, stop_profiler, timer_state, watch_record
 from .settings import PerfAlertSettings, load_settings
 
 logger = logging.getLogger("flask_perfalert")
@@ -220,7 +220,7 @@ class PerfAlert:
             limit = threshold or monitor.endpoint_thresholds.get(name, monitor.threshold)
             record = watch_record(monitor.timer, WatchCall(name, limit, code))
             if monitor.timer.pyinstrument:
-                record.more().profiler = monitor.policy.start_pyinstrument(record)
+                record.more().profiler = monitor.policy.start_pyinstrument()
             if not SAMPLER.running:
                 SAMPLER.start()
             ACTIVE[id(record)] = record
@@ -301,7 +301,7 @@ def _install_async_link(app: Flask, perf: PerfAlert) -> None:
             thread = threading.get_ident()
             extras = record.more()
             extras.linked_threads.append(thread)
-            profiler = policy.start_pyinstrument(record) if policy.mode == "pyinstrument" else None
+            profiler = policy.start_pyinstrument() if policy.mode == "pyinstrument" else None
             try:
                 return await func(*args, **kwargs)
             finally:

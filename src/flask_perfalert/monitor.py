@@ -36,9 +36,9 @@ from ._request_info import (
 )
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
-from .profiling.inflight import InFlight
 from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
-from .profiling.timer import TimerState, hold_back
+from .profiling.state import InFlight, TimerState
+from .profiling.timer import hold_back
 from .signals import perf_slow_request
 from .stats import Stats, share_counters
 from .storage import AlertStore, MemoryStore, open_store
@@ -200,7 +200,7 @@ class AppMonitor:
         duration = end - record.start
         threshold = self.threshold_for(endpoint)
         if endpoint not in self.excluded_endpoints and duration >= threshold:
-            result = self.policy.result(record, end, profile_description(request, self.redactor))
+            result = self._profile(record, end, profile_description(request, self.redactor))
             event = self.make_event(
                 "request",
                 endpoint=endpoint,
@@ -220,7 +220,7 @@ class AppMonitor:
         call = record.call
         if app is None or call is None:
             return
-        result = self.policy.result(record, end, f"{call.name}()")
+        result = self._profile(record, end, f"{call.name}()")
         event = self.make_event(
             "function",
             endpoint=call.name,
@@ -230,6 +230,15 @@ class AppMonitor:
             result=result,
         )
         self.emit(app, event)
+
+    def _profile(self, record: InFlight, end: float, description: str) -> ProfileResult:
+        extras = record.extras
+        sessions = []
+        if extras is not None:
+            if extras.session is not None:
+                sessions.append(extras.session)
+            sessions.extend(extras.sessions)
+        return self.policy.result(record.start, end, description, record.measurement, sessions)
 
     def make_event(
         self,

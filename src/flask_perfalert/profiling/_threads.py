@@ -73,7 +73,9 @@ def current_key() -> int:
 # the collector's youngest generation is far enough below its threshold that the few
 # objects the call allocates cannot start a collection; the check and the call run in
 # one chain of C calls (no bytecode between them, so no other thread runs and
-# allocates in between). Otherwise the sample is skipped; the next tick takes it.
+# allocates in between). When the count is too close, this thread first allocates
+# (and drops) a few empty lists: the young collection the app's next allocations
+# would have started runs a moment early, here, outside the lock.
 NEEDS_GC_HEADROOM = (3, 11, 0) <= sys.version_info[:3] <= (3, 11, 8)
 
 #: Calls its argument, in C (a Python function would run bytecode).
@@ -94,6 +96,8 @@ def current_frames(
     limit = threshold - threads_hint - _ALLOCATION_MARGIN
     if limit <= 0:
         return None
+    if gc.get_count()[0] >= limit:
+        _make_headroom(threshold, limit)
     # (limit,) > gc.get_count() holds when the young count is below limit; the
     # second item, (0, frames), always passes, and is only made if the first did.
     then_frames = functools.partial(tuple, map(_CALL, (int, sys._current_frames)))
@@ -102,3 +106,12 @@ def current_frames(
         return None
     frames: dict[int, FrameType] = taken[1][1]
     return frames
+
+
+def _make_headroom(threshold: int, limit: int) -> None:
+    """Allocate until the young generation is collected (at most its threshold's worth)."""
+    held: list[list[None]] = []
+    for _ in range(threshold + 1):
+        if gc.get_count()[0] < limit:
+            break
+        held.append([])

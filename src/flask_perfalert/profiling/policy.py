@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from pyinstrument.session import Session
 
     from ..settings import PerfAlertSettings
-    from .inflight import InFlight
+    from .measurement import Measurement
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -51,7 +52,7 @@ class ProfilingPolicy:
         #: Whether the sampler takes stacks (it also keeps request objects in every mode).
         self.samples = self.mode == "sampling"
 
-    def start_pyinstrument(self, record: InFlight) -> Profiler | None:
+    def start_pyinstrument(self) -> Profiler | None:
         # async_mode="disabled" lets a watched function nested in a profiled request
         # run its own profiler on the same thread.
         profiler = Profiler(interval=0.001, async_mode="disabled")
@@ -74,25 +75,34 @@ class ProfilingPolicy:
             return None
         return session
 
-    def result(self, record: InFlight, end: float, description: str) -> ProfileResult:
-        """The profile of finished work, for slow work only."""
-        start = record.start
+    def result(
+        self,
+        start: float,
+        end: float,
+        description: str,
+        measurement: Measurement | None,
+        sessions: Sequence[Session] = (),
+    ) -> ProfileResult:
+        """The profile of finished work, for slow work only.
+
+        ``measurement``: its samples (sampling mode); ``sessions``: its
+        pyinstrument sessions, the work's own first (pyinstrument mode).
+        """
         duration = end - start
         if self.mode == "none":
             return ProfileResult(None, "No profile: profiling is off (PERFALERT_PROFILER=none).")
         if _session.incompatible is not None:
             return ProfileResult(None, f"No profile: {_session.incompatible}.")
-        extras = record.extras
         if self.mode == "pyinstrument":
-            session = extras.session if extras is not None else None
-            if session is None:
+            if not sessions:
                 return ProfileResult(None, "No profile: pyinstrument could not profile it.")
-            for linked in extras.sessions if extras is not None else ():
+            session = sessions[0]
+            for linked in sessions[1:]:
                 session = combine(session, linked)
             return ProfileResult(
                 session, "Profiled by pyinstrument for the whole duration (exact call tree)."
             )
-        m = record.measurement
+        m = measurement
         if m is None or m.sample_count < MIN_SAMPLES:
             count = 0 if m is None else m.sample_count
             arm = duration * self.sample_after if m is None else m.arm_at - start

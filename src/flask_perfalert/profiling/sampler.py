@@ -29,9 +29,9 @@ from typing import Any
 from flask import Request
 
 from ._threads import OSThreads, current_frames
-from .inflight import ACTIVE, InFlight
 from .measurement import Measurement
 from .session import stack_of
+from .state import ACTIVE, InFlight
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -82,6 +82,8 @@ class Sampler:
         self._window_start = self.clock()
         self._window_cost = 0.0
         self._threads_seen = 8
+        #: When the armed work is sampled next.
+        self._next_sample = 0.0
 
     def configure(
         self, interval: float, max_overhead: float, min_arm_delay: float = IDLE_POLL
@@ -94,6 +96,7 @@ class Sampler:
         self.base_interval = self.interval = interval
         self.max_overhead = max_overhead
         self.idle_poll = max(MIN_IDLE_POLL, min(self.idle_poll, min_arm_delay))
+        self._next_sample = 0.0
         self._wake()
 
     # -- the thread ---------------------------------------------------------------------
@@ -126,18 +129,17 @@ class Sampler:
         wait = self._wakeup.acquire
         pid = self.pid
         while self.pid == pid:
-            started = self.clock()
             try:
-                sampled = self.tick()
+                armed = self.tick()
             except Exception:  # pragma: no cover - never let the sampler die
                 logger.exception("Flask-PerfAlert sampler failed")
-                sampled = False
+                armed = False
             now = self.clock()
             # Never longer than the next arm point: work that starts meanwhile is
             # sampled from its arm point, whatever the interval.
             delay = self.until_next_arm(now)
-            if sampled:
-                delay = min(delay, started + self.interval - now)
+            if armed:
+                delay = min(delay, self._next_sample - now)
             wait(True, max(delay, MIN_SLEEP))
 
     def until_next_arm(self, now: float) -> float:
@@ -150,8 +152,13 @@ class Sampler:
 
     # -- sampling ------------------------------------------------------------------------
     def tick(self) -> bool:
-        """Take one sample of every armed piece of work; True if something was sampled."""
+        """Arm the work that reached its arm point, and sample the armed work when due.
+
+        True while some armed work waits for its next sample.
+        """
         now = self.clock()
+        due = now >= self._next_sample
+        armed = False
         frames: dict[int, FrameType] | None = None
         stacks: dict[int, tuple[str, ...]] = {}
         sampled: list[Any] = []
@@ -165,6 +172,9 @@ class Sampler:
                 self._route(record, m)
             if m.skip or now < m.arm_at or key not in self.active:
                 continue
+            armed = True
+            if not due:
+                continue
             if frames is None:
                 frames = self.frames(self._threads_seen)
                 if frames is None:  # not safe to read stacks now; the next tick will
@@ -177,13 +187,15 @@ class Sampler:
             m.add_sample(stack, now)
             self.samples_taken += 1
             sampled.append(record.timer.stats)
+        if sampled:
+            self._next_sample = now + self.interval
         cost = self.clock() - now
         self.cpu_seconds += cost
         # Each app's counters carry the share of the sampler's time spent on its work.
         for stats in sampled:
             stats.sampler_seconds += cost / len(sampled)
         self._control_overhead(now, cost)
-        return bool(sampled)
+        return armed
 
     def _stack(
         self,

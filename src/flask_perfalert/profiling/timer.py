@@ -19,106 +19,23 @@ Nothing is written into the environ: the request's record is ours
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import re
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .inflight import ACTIVE, InFlight, WatchCall, request_on
-from .policy import ProfilingPolicy
 from .sampler import SAMPLER, Sampler
+from .state import ACTIVE, STATES, InFlight, TimerState, WatchCall, request_on
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from ..settings import PerfAlertSettings
-    from ..stats import Stats
 
 logger = logging.getLogger("flask_perfalert")
 
-#: ``finish(record, end, body)``: the monitor's call-back for notable work; ``body``
-#: is the response's ``ClosingIterator`` when it has not been sent yet.
-Finish = Callable[[InFlight, float, "Any | None"], None]
-
-
-class TimerState:
-    """What the wrapper and the sampler read for one app, made from its settings.
-
-    ``init_app`` calls :meth:`use` again when it re-reads the settings. Slots,
-    because attribute look-ups on the hot path are a measurable share of its cost.
-    """
-
-    __slots__ = (
-        "wrapped",
-        "policy",
-        "finish",
-        "stats",
-        "threshold",
-        "endpoint_thresholds",
-        "min_threshold",
-        "sample_after",
-        "min_arm_delay",
-        "samples",
-        "excluded_endpoints",
-        "path_glob",
-        "pyinstrument",
-        "green",
-        "special",
-        "notable",
-        "__weakref__",
-    )
-
-    def __init__(self, wrapped: WSGIApplication) -> None:
-        self.wrapped = wrapped
-        self.green = False
-        _STATES.add(self)
-
-    def use(
-        self, settings: PerfAlertSettings, policy: ProfilingPolicy, stats: Stats, finish: Finish
-    ) -> None:
-        self.policy = policy
-        self.finish = finish
-        self.stats = stats
-        self.threshold = settings.threshold_seconds
-        self.endpoint_thresholds = dict(settings.endpoint_thresholds)
-        self.min_threshold = min([self.threshold, *self.endpoint_thresholds.values()])
-        self.sample_after = settings.sample_after
-        #: Seconds into any work before it may need sampling (the earliest arm point).
-        self.min_arm_delay = self.min_threshold * self.sample_after
-        self.samples = policy.samples
-        self.excluded_endpoints = frozenset(
-            item for item in settings.exclude if not item.startswith("/")
-        )
-        globs = [item for item in settings.exclude if item.startswith("/")]
-        #: Matches an excluded URL path, or None when no path is excluded.
-        self.path_glob: Callable[[str], Any] | None = (
-            re.compile("|".join(fnmatch.translate(g) for g in globs)).match if globs else None
-        )
-        self.pyinstrument = policy.mode == "pyinstrument"
-        # With pyinstrument every request has a profiler to stop: treat all as notable.
-        if self.pyinstrument:
-            self.min_threshold = 0.0
-        self._refresh()
-
-    def _refresh(self) -> None:
-        #: Requests need :func:`_begin_special` (exclusion, pyinstrument, greenlets).
-        self.special = self.path_glob is not None or self.pyinstrument or self.green
-        #: Below this a request was neither slow nor holds back a watched call's event.
-        self.notable = self.min_threshold
-
-    def threshold_for(self, endpoint: str | None) -> float:
-        if endpoint is None:
-            return self.threshold
-        return self.endpoint_thresholds.get(endpoint, self.threshold)
-
-
-#: Every app's timer state in this process (the sampler's start may change them).
-_STATES: weakref.WeakSet[TimerState] = weakref.WeakSet()
 _finish_lock = threading.Lock()
 
 
@@ -200,7 +117,7 @@ def start_sampler(sampler: Sampler) -> None:
     """Start this process's sampler; under green threads, requests note their greenlet."""
     threads = sampler.start()
     if threads.green is not None:
-        for state in list(_STATES):
+        for state in list(STATES):
             state.green = True
             state._refresh()
 
@@ -215,7 +132,7 @@ def _begin_special(record: InFlight) -> bool:
     if state.green:
         note_greenlet(record)
     if state.pyinstrument:
-        record.more().profiler = state.policy.start_pyinstrument(record)
+        record.more().profiler = state.policy.start_pyinstrument()
     return False
 
 

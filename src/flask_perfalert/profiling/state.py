@@ -1,22 +1,113 @@
-"""The record of one unit of work being timed: a request, or a call of a watched function.
+"""What the request timer, the sampler and the monitor share.
 
-It is Flask-PerfAlert's own: nothing of it is written into the WSGI environ,
-the request, ``g`` or the session, so the app cannot see it. The sampler
-finds the work it samples through :data:`ACTIVE`; ``@perf.watch`` and async
-views find the request running on their thread with :func:`request_on`.
+* :class:`TimerState`: one app's timing settings and counters, read on every
+  request;
+* :class:`InFlight`: the record of one piece of work being timed, a request or
+  a call of a watched function. It is Flask-PerfAlert's own: nothing of it is
+  written into the WSGI environ, the request, ``g`` or the session, so the app
+  cannot see it. The sampler finds the work it samples in :data:`ACTIVE`;
+  ``@perf.watch`` and async views find the request running on their thread
+  with :func:`request_on`.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import re
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from types import CodeType
 
+    from _typeshed.wsgi import WSGIApplication
     from flask import Request
 
+    from ..settings import PerfAlertSettings
+    from ..stats import Stats
     from .measurement import Measurement
-    from .timer import TimerState
+    from .policy import ProfilingPolicy
+
+
+#: ``finish(record, end, body)``: the monitor's call-back for notable work; ``body``
+#: is the response's ``ClosingIterator`` when it has not been sent yet.
+Finish = Callable[["InFlight", float, "Any | None"], None]
+
+
+class TimerState:
+    """What the wrapper and the sampler read for one app, made from its settings.
+
+    ``init_app`` calls :meth:`use` again when it re-reads the settings. Slots,
+    because attribute look-ups on the hot path are a measurable share of its cost.
+    """
+
+    __slots__ = (
+        "wrapped",
+        "policy",
+        "finish",
+        "stats",
+        "threshold",
+        "endpoint_thresholds",
+        "min_threshold",
+        "sample_after",
+        "min_arm_delay",
+        "samples",
+        "excluded_endpoints",
+        "path_glob",
+        "pyinstrument",
+        "green",
+        "special",
+        "notable",
+        "__weakref__",
+    )
+
+    def __init__(self, wrapped: WSGIApplication) -> None:
+        self.wrapped = wrapped
+        self.green = False
+        STATES.add(self)
+
+    def use(
+        self, settings: PerfAlertSettings, policy: ProfilingPolicy, stats: Stats, finish: Finish
+    ) -> None:
+        self.policy = policy
+        self.finish = finish
+        self.stats = stats
+        self.threshold = settings.threshold_seconds
+        self.endpoint_thresholds = dict(settings.endpoint_thresholds)
+        self.min_threshold = min([self.threshold, *self.endpoint_thresholds.values()])
+        self.sample_after = settings.sample_after
+        #: Seconds into any work before it may need sampling (the earliest arm point).
+        self.min_arm_delay = self.min_threshold * self.sample_after
+        self.samples = policy.samples
+        self.excluded_endpoints = frozenset(
+            item for item in settings.exclude if not item.startswith("/")
+        )
+        globs = [item for item in settings.exclude if item.startswith("/")]
+        #: Matches an excluded URL path, or None when no path is excluded.
+        self.path_glob: Callable[[str], Any] | None = (
+            re.compile("|".join(fnmatch.translate(g) for g in globs)).match if globs else None
+        )
+        self.pyinstrument = policy.mode == "pyinstrument"
+        # With pyinstrument every request has a profiler to stop: treat all as notable.
+        if self.pyinstrument:
+            self.min_threshold = 0.0
+        self._refresh()
+
+    def _refresh(self) -> None:
+        #: Requests need :func:`_begin_special` (exclusion, pyinstrument, greenlets).
+        self.special = self.path_glob is not None or self.pyinstrument or self.green
+        #: Below this a request was neither slow nor holds back a watched call's event.
+        self.notable = self.min_threshold
+
+    def threshold_for(self, endpoint: str | None) -> float:
+        if endpoint is None:
+            return self.threshold
+        return self.endpoint_thresholds.get(endpoint, self.threshold)
+
+
+#: Every app's timer state in this process (the sampler's start may change them).
+STATES: weakref.WeakSet[TimerState] = weakref.WeakSet()
 
 
 class WatchCall:
