@@ -22,7 +22,9 @@ the one keyword argument ``event`` is a :class:`~flask_perfalert.SlowRequestEven
 inside the de-duplication window; the built-in file and Mattermost alerts
 ignore such events, a receiver of your own decides for itself.
 
-Receivers run in an application context after the client has its response.
+Receivers run after the client has its response, on the extension's events
+thread (on the calling thread when the app is testing), outside any app or
+request context: use ``sender`` (``sender.config``, ``sender.app_context()``).
 A receiver that raises is logged on the ``flask_perfalert`` logger and the
 other receivers still run. Hand slow work (network calls) to a queue.
 """
