@@ -94,22 +94,23 @@ def current_frames(
     if threshold <= 0:  # automatic collection is off
         return sys._current_frames()
     limit = threshold - threads_hint - _ALLOCATION_MARGIN
-    if limit <= 0:
+    if limit <= _ALLOCATION_MARGIN:
         return None
-    if gc.get_count()[0] >= limit:
-        _make_headroom(threshold, limit)
-    # (limit,) > gc.get_count() holds when the young count is below limit; the
-    # second item, (0, frames), always passes, and is only made if the first did.
-    then_frames = functools.partial(tuple, map(_CALL, (int, sys._current_frames)))
-    taken = list(itertools.takewhile((limit,).__gt__, map(_CALL, (gc.get_count, then_frames))))
-    if len(taken) < 2:
-        return None
-    frames: dict[int, FrameType] = taken[1][1]
-    return frames
+    for _ in range(2):
+        # (limit,) > gc.get_count() holds when the young count is below limit; the
+        # second item, (0, frames), always passes, and is only made if the first did.
+        then_frames = functools.partial(tuple, map(_CALL, (int, sys._current_frames)))
+        calls = map(_CALL, (gc.get_count, then_frames))
+        taken = list(itertools.takewhile((limit,).__gt__, calls))
+        if len(taken) == 2:
+            frames: dict[int, FrameType] = taken[1][1]
+            return frames
+        _make_headroom(threshold, limit - _ALLOCATION_MARGIN)
+    return None
 
 
 def _make_headroom(threshold: int, limit: int) -> None:
-    """Allocate until the young generation is collected (at most its threshold's worth)."""
+    """Allocate until the young generation is below ``limit`` (a collection ran)."""
     held: list[list[None]] = []
     for _ in range(threshold + 1):
         if gc.get_count()[0] < limit:
