@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import report
+from .time_by_kind import TimeShare, summary
 
 if TYPE_CHECKING:
     from pyinstrument.session import Session
@@ -72,6 +73,9 @@ class SlowRequestEvent:
     pid: int
     #: Unique id of this event; deliveries use it to avoid duplicate posts.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: The profile's time by kind of work (database, outgoing HTTP, templates, the
+    #: app's own code, ...), most first; empty without a profile.
+    time_by_kind: list[TimeShare] = field(default_factory=list)
     #: Where the file subscriber wrote the HTML report, once it has (else ``None``).
     report_path: Path | None = field(default=None, repr=False)
     _html: str | None = field(default=None, repr=False)
@@ -103,6 +107,10 @@ class SlowRequestEvent:
         if self.profile is None:
             return []
         return hot_frames(self.profile, limit)
+
+    def time_summary(self) -> str:
+        """``"62 % database (sqlalchemy), 30 % app code (shop.orders), 8 % templates"``."""
+        return summary(self.time_by_kind)
 
     def summary(self) -> str:
         """One line saying what was slow, for logs and messages."""

@@ -42,6 +42,7 @@ from .profiling.timer import hold_back
 from .signals import perf_slow_request
 from .stats import Stats, share_counters
 from .storage import AlertStore, MemoryStore, open_store
+from .time_by_kind import time_by_kind
 
 if TYPE_CHECKING:
     from .alerts.mattermost import MattermostAlerts
@@ -267,6 +268,7 @@ class AppMonitor:
             duplicate=False,
             profile=result.session,
             profile_note=result.note,
+            time_by_kind=time_by_kind(result.session),
             host=self.host,
             pid=os.getpid(),
         )
@@ -283,8 +285,13 @@ class AppMonitor:
             except Exception:
                 logger.exception("A receiver of perf_slow_request failed for %s", event.summary())
         if not event.duplicate:
+            kinds = event.time_summary()
             alert_logger.warning(
-                "Slow %s: %s; %s", event.kind, event.summary(), self._report_note(event)
+                "Slow %s: %s%s; %s",
+                event.kind,
+                event.summary(),
+                f"; {kinds}" if kinds else "",
+                self._report_note(event),
             )
 
     def _report_note(self, event: SlowRequestEvent) -> str:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pyinstrument.session import Session
 
     from .events import SlowRequestEvent
+    from .time_by_kind import TimeShare
 
 _STYLE = """
 <style>
@@ -49,6 +50,15 @@ body { display: flex; flex-direction: column; margin: 0; }
 #perfalert-header .cols { display: flex; flex-wrap: wrap; align-items: flex-start;
   gap: 6px 40px; }
 #perfalert-header .cols table { margin: 0; }
+#perfalert-kinds { margin: 0 0 12px; }
+#perfalert-kinds .bar { display: flex; height: 14px; border-radius: 3px; overflow: hidden;
+  max-width: 960px; background: #edf2f7; margin: 0 0 6px; }
+#perfalert-kinds .seg { display: block; height: 100%; }
+#perfalert-kinds .dot { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
+  margin-right: 6px; vertical-align: -1px; }
+#perfalert-kinds table { border-collapse: collapse; }
+#perfalert-kinds td { font-size: 13px; padding: 1px 12px 1px 0; }
+#perfalert-kinds .loc { color: #5c6370; }
 </style>
 """
 
@@ -102,6 +112,8 @@ def render_header(event: SlowRequestEvent) -> str:
         '<div class="cols">',
         f'<table id="perfalert-request">{_rows(request_rows)}</table>',
     ]
+    if event.time_by_kind:
+        parts.insert(4, render_time_by_kind(event.time_by_kind))
     hot = event.hot_frames(5)
     if hot:
         parts.append('<table id="perfalert-hot"><tr><th colspan=2>Where the time went</th></tr>')
@@ -126,6 +138,49 @@ def render_header(event: SlowRequestEvent) -> str:
     parts.append(f'<p class="note" id="perfalert-profile-note">{escape(event.profile_note)}</p>')
     parts.append("</section>")
     return "".join(parts)
+
+
+#: A colour per kind of time (the bar and its legend).
+KIND_COLOURS = {
+    "database": "#2b6cb0",
+    "outgoing HTTP": "#805ad5",
+    "templates": "#d69e2e",
+    "JSON and serialization": "#dd6b20",
+    "waiting (locks, sleep)": "#718096",
+    "app code": "#38a169",
+    "framework": "#a0aec0",
+    "other libraries": "#cbd5e0",
+}
+
+
+def render_time_by_kind(shares: list[TimeShare]) -> str:
+    """A bar of the profile's time by kind, with the hottest functions of each."""
+    segments = []
+    rows = []
+    for share in shares:
+        colour = KIND_COLOURS.get(share.kind, "#cbd5e0")
+        label = escape(share.label())
+        percent = f"{share.share:.0%}"
+        segments.append(
+            f'<span class="seg" style="width:{share.share * 100:.2f}%;background:{colour}" '
+            f'title="{escape(percent)} {label}"></span>'
+        )
+        hot = ", ".join(
+            f"{escape(frame.function)} <span class=loc>{escape(frame.location)}</span>"
+            for frame in share.hot_frames
+        )
+        rows.append(
+            f'<tr><td class="share">{percent}</td>'
+            f'<td><span class="dot" style="background:{colour}"></span>{label}</td>'
+            f"<td>{hot}</td></tr>"
+        )
+    return (
+        '<div id="perfalert-kinds"><div class="bar">'
+        + "".join(segments)
+        + '</div><table id="perfalert-kinds-table">'
+        + "".join(rows)
+        + "</table></div>"
+    )
 
 
 def render_meta(event: SlowRequestEvent) -> str:
