@@ -1,8 +1,19 @@
-"""What the tests read from a slow event's profile (tests and test apps alike)."""
+"""Profiles in tests (tests and test apps alike): busy work to sample, and reading it."""
 
 from __future__ import annotations
 
+import time
+
 from flask_perfalert import SlowRequestEvent
+
+
+def spin(seconds: float) -> int:
+    """Busy Python work for ``seconds`` (what a sampler sees on the caller's line)."""
+    deadline = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < deadline:
+        n += 1
+    return n
 
 
 def call_tree_functions(event: SlowRequestEvent) -> list[str]:

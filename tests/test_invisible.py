@@ -30,18 +30,11 @@ from flask import (
     send_file,
     stream_with_context,
 )
+from profiles import spin
 
 from flask_perfalert import PerfAlert, SlowRequestEvent
 
 SLOW = 0.3
-
-
-def spin(seconds: float) -> int:
-    deadline = time.perf_counter() + seconds
-    n = 0
-    while time.perf_counter() < deadline:
-        n += 1
-    return n
 
 
 # -- the environ, the request ------------------------------------------------------------------

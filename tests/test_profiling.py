@@ -17,7 +17,7 @@ from urllib.request import urlopen
 
 import pytest
 from flask import Flask
-from profiles import call_tree_functions
+from profiles import call_tree_functions, spin
 from servers import Gunicorn, wait_for
 from werkzeug.serving import make_server
 
@@ -31,14 +31,6 @@ from flask_perfalert.profiling.state import ACTIVE, InFlight, TimerState, WatchC
 from flask_perfalert.stats import Stats
 
 TESTS = Path(__file__).parent
-
-
-def spin(seconds: float) -> int:
-    deadline = time.perf_counter() + seconds
-    n = 0
-    while time.perf_counter() < deadline:
-        n += 1
-    return n
 
 
 def crunch_numbers(seconds: float) -> int:

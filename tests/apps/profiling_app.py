@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from flask import Flask
-from profiles import call_tree_functions  # tests/ is on gunicorn's --pythonpath
+from profiles import call_tree_functions, spin  # tests/ is on gunicorn's --pythonpath
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
 
@@ -25,20 +24,12 @@ app = Flask(__name__)
 perf = PerfAlert(app, file_enabled=False, threshold_seconds=SECONDS * 0.6)
 
 
-def _spin(seconds: float) -> int:
-    deadline = time.perf_counter() + seconds
-    n = 0
-    while time.perf_counter() < deadline:
-        n += 1
-    return n
-
-
 def work_alpha() -> int:
-    return _spin(SECONDS)
+    return spin(SECONDS)
 
 
 def work_beta() -> int:
-    return _spin(SECONDS)
+    return spin(SECONDS)
 
 
 WORK = {"alpha": work_alpha, "beta": work_beta}
