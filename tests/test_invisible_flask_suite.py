@@ -157,17 +157,31 @@ def signal_count_changes(without: Run, with_: Run) -> list[str]:
     return found
 
 
-SUITES = [pytest.param(FLASK, id="flask"), pytest.param(FLASKR, id="flaskr")]
-VARIANTS = ["closed", "not-closed"]
+@dataclass
+class Comparison:
+    """One suite run without and with the extension, responses closed or not."""
+
+    suite: Suite
+    responses: str
+    without: Run
+    with_: Run
 
 
-@pytest.mark.parametrize("responses", VARIANTS)
-@pytest.mark.parametrize("suite", SUITES)
-def test_their_tests_pass_with_perfalert(
-    suite: Suite, responses: str, suite_runs: Callable[[Suite, str, bool], Run]
-) -> None:
-    without = suite_runs(suite, responses, False)
-    with_ = suite_runs(suite, responses, True)
+@pytest.fixture(
+    params=[(suite, responses) for suite in (FLASK, FLASKR) for responses in RESPONSES],
+    ids=lambda param: f"{param[0].name}-{param[1]}",
+)
+def comparison(
+    request: pytest.FixtureRequest, suite_runs: Callable[[Suite, str, bool], Run]
+) -> Comparison:
+    suite, responses = request.param
+    return Comparison(
+        suite, responses, suite_runs(suite, responses, False), suite_runs(suite, responses, True)
+    )
+
+
+def test_their_tests_pass_with_perfalert(comparison: Comparison) -> None:
+    suite, without, with_ = comparison.suite, comparison.without, comparison.with_
     assert len(without.outcomes) > 2 * suite.fixtures["app"], without.output[-3000:]
     for fixture, least in suite.fixtures.items():
         got = with_.results["apps_by_fixture"].get(fixture, 0)
@@ -175,32 +189,24 @@ def test_their_tests_pass_with_perfalert(
     failing = newly_failing(without, with_)
     assert not failing, (
         f"{len(failing)} test(s) of {suite.name} {with_.results['flask_version']} fail with "
-        f"PerfAlert(app) and pass without it (responses {responses}):"
+        f"PerfAlert(app) and pass without it (responses {comparison.responses}):"
         + _listing(failing, len(failing))
     )
 
 
-@pytest.mark.parametrize("responses", VARIANTS)
-@pytest.mark.parametrize("suite", SUITES)
-def test_their_teardowns_and_signals_run_as_often(
-    suite: Suite, responses: str, suite_runs: Callable[[Suite, str, bool], Run]
-) -> None:
-    without = suite_runs(suite, responses, False)
-    with_ = suite_runs(suite, responses, True)
+def test_their_teardowns_and_signals_run_as_often(comparison: Comparison) -> None:
+    without, with_ = comparison.without, comparison.with_
     assert sum(sum(c.values()) for c in without.results["signals"].values()) > 0
     changes = signal_count_changes(without, with_)
     assert not changes, (
         f"Flask signals sent a different number of times with PerfAlert(app) in {len(changes)} "
-        f"test(s) of {suite.name} (responses {responses}):" + _listing(changes)
+        f"test(s) of {comparison.suite.name} (responses {comparison.responses}):"
+        + _listing(changes)
     )
 
 
-@pytest.mark.parametrize("responses", VARIANTS)
-@pytest.mark.parametrize("suite", SUITES)
-def test_their_requests_are_measured_without_internal_errors(
-    suite: Suite, responses: str, suite_runs: Callable[[Suite, str, bool], Run]
-) -> None:
-    with_ = suite_runs(suite, responses, True)
+def test_their_requests_are_measured_without_internal_errors(comparison: Comparison) -> None:
+    with_ = comparison.with_
     errors = [
         f"{test}: {messages[0].splitlines()[0]}"
         for test, messages in sorted(with_.results["internal_errors"].items())
@@ -210,7 +216,7 @@ def test_their_requests_are_measured_without_internal_errors(
     # (some of their tests dispatch inside a test_request_context), but most do.
     started = sum(c.get("request_started", 0) for c in with_.results["signals"].values())
     assert with_.results["events"] >= started / 4, (
-        f"{with_.results['events']} perf_slow_request events in {suite.name}'s run (responses "
-        f"{responses}) for {started} requests, though every request was slow"
+        f"{with_.results['events']} perf_slow_request events in {comparison.suite.name}'s run "
+        f"(responses {comparison.responses}) for {started} requests, though every request was slow"
     )
     assert list(with_.report_dir.glob("perfalert-*.html")), "no report written"

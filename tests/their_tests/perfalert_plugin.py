@@ -17,6 +17,12 @@ test's outcome and counts go to the JSON file ``--perfalert-results``.
 ``--perfalert-responses=closed`` makes Flask's test client read and close
 every response (``buffered=True``), as a WSGI server does; ``open`` leaves
 the client as it is (a plain ``client.get()`` never closes its response).
+
+By hand, in an unpacked Flask sdist (``python tests/flask_sdist.py`` prints
+where the tarball is)::
+
+    PYTHONPATH=/path/to/tests/their_tests python -m pytest -p perfalert_plugin \\
+        --perfalert=on --perfalert-responses=closed tests
 """
 
 from __future__ import annotations
