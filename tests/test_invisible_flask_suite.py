@@ -87,7 +87,8 @@ def suite_runs(
 def _run_suite(folder: Path, tmp: Path, responses: str, perfalert: bool) -> Run:
     results = tmp / "results.json"
     report_dir = tmp / "reports"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERFALERT_")}
+    # Neither our PERFALERT_* settings nor our pytest options reach their run.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PERFALERT_", "PYTEST_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGIN_DIR), env.get("PYTHONPATH")]))
     command = [
         sys.executable,
@@ -106,7 +107,7 @@ def _run_suite(folder: Path, tmp: Path, responses: str, perfalert: bool) -> Run:
         "tests",
     ]
     proc = subprocess.run(
-        command, cwd=folder, env=env, capture_output=True, text=True, timeout=600, check=False
+        command, cwd=folder, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     output = proc.stdout + proc.stderr
     if not results.exists():
