@@ -89,13 +89,20 @@ def what_the_app_saw(app: Flask, buffered: bool) -> list[str]:
     receivers = record_signals(app)
     client = app.test_client()
     seen: list[str] = app.extensions["seen"]
+    responses = []
     for path in ["/page", "/error", "/stream", "/page"]:
         seen.append(f"-- GET {path}")
         response = client.get(path, buffered=buffered)
         response.get_data()  # a test reads the body, closed or not
         seen.append(f"-- status {response.status_code}")
+        responses.append(response)
     assert receivers  # held until here: blinker keeps receivers weakly
-    return seen
+    saw = list(seen)
+    # Closed only now, after what the app saw is taken: a response left open
+    # must not keep anything of this test alive into the next one.
+    for response in responses:
+        response.close()
+    return saw
 
 
 @pytest.mark.parametrize("buffered", [True, False], ids=["closed", "not-closed"])
