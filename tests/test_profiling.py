@@ -349,7 +349,6 @@ print(json.dumps({e.endpoint: [f.function for f in e.hot_frames(10)] for e in ev
 def test_gevent_requests_get_each_their_own_call_tree(tmp_path: Path) -> None:
     # One OS thread runs every greenlet: the sampler (a real thread, whatever
     # gevent patched) reads each request's own greenlet frames.
-    pytest.importorskip("gevent", reason="gevent is in the test extra")
     out = subprocess.run(
         [sys.executable, "-c", GEVENT_SCRIPT],
         capture_output=True,

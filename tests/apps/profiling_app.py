@@ -8,14 +8,13 @@ pid, endpoint, profile note and the names of the functions in its call tree.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
 from flask import Flask
-from profiles import call_tree_functions, spin  # tests/ is on gunicorn's --pythonpath
+from profiles import spin  # tests/ is on gunicorn's --pythonpath
 
-from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
+from apps.event_log import log_events
+from flask_perfalert import PerfAlert
 
 EVENTS = os.environ.get("PROFILING_APP_EVENTS")
 SECONDS = float(os.environ.get("PROFILING_APP_SECONDS", "0.3"))
@@ -50,21 +49,4 @@ def busy(name: str) -> str:
     return str(WORK[name]())
 
 
-@perf_slow_request.connect_via(app)
-def record(sender: Flask, event: SlowRequestEvent, **extra: Any) -> None:
-    if not EVENTS:
-        return
-    line = json.dumps(
-        {
-            "pid": os.getpid(),
-            "endpoint": event.endpoint,
-            "url": event.url,
-            "note": event.profile_note,
-            "functions": call_tree_functions(event),
-        }
-    )
-    fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+log_events(app, EVENTS)
