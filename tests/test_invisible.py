@@ -261,3 +261,53 @@ def test_a_stream_the_client_abandons_is_reported_with_its_status(
     assert next(iter(response.response)) == b"one"
     response.close()  # the client went away after the first chunk
     assert [(e.endpoint, e.status_code) for e in events] == [("stream", 200)]
+
+
+# -- finalizers -------------------------------------------------------------------------------
+def test_a_response_discarded_unclosed_runs_nothing_where_it_is_collected(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    # A response nobody closes is handed on when it is garbage-collected, which
+    # happens inside whatever code allocates next: maybe app code holding a lock
+    # that a receiver takes too. Nothing may run there; the next request does it.
+    PerfAlert(app, threshold_seconds=0.01, profiler="none")
+    lock = threading.Lock()
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[str]:
+            time.sleep(0.02)
+            yield "done"
+
+        return Response(chunks())
+
+    @app.get("/next")
+    def next_request() -> str:
+        return "next"
+
+    def receiver(sender: Flask, event: SlowRequestEvent, **extra: Any) -> None:
+        with lock:
+            pass
+
+    from flask_perfalert import perf_slow_request
+
+    perf_slow_request.connect(receiver, sender=app, weak=False)
+    try:
+        response = app.test_client().get("/stream", buffered=False)
+        assert response.get_data() == b"done"
+
+        def discard_while_holding_the_lock() -> None:
+            nonlocal response
+            with lock:
+                del response
+                gc.collect()
+
+        worker = threading.Thread(target=discard_while_holding_the_lock, daemon=True)
+        worker.start()
+        worker.join(5)
+        assert not worker.is_alive(), "a finalizer ran the receivers under the app's lock"
+        assert events == []
+        app.test_client().get("/next")  # the next request hands it on first
+        assert [e.endpoint for e in events] == ["stream"]
+    finally:
+        perf_slow_request.disconnect(receiver, sender=app)

@@ -17,7 +17,6 @@ import atexit
 import logging
 import os
 import socket
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
 from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
 from .profiling.state import InFlight, TimerState
-from .profiling.timer import hold_back
+from .profiling.timer import hold_back, later
 from .signals import perf_slow_request
 from .stats import Stats, share_counters
 from .storage import AlertStore, MemoryStore, open_store
@@ -52,8 +51,6 @@ logger = logging.getLogger("flask_perfalert")
 #: One WARNING line per alert (not per duplicate): a child of the extension's logger,
 #: so it can be turned down on its own.
 alert_logger = logging.getLogger("flask_perfalert.alerts")
-
-_hand_on_lock = threading.Lock()
 
 
 class AppMonitor:
@@ -160,7 +157,7 @@ class AppMonitor:
             return
         hand_on = _HandOn(self, record, end)
         body._callbacks.append(hand_on)  # the server closes the response after sending it
-        weakref.finalize(body, hand_on)  # or nobody ever closes it: when it is discarded
+        weakref.finalize(body, later, hand_on)  # or nobody closes it: once it is discarded
 
     def finish_call(self, record: InFlight, end: float) -> None:
         """A watched call ended at ``end``."""
@@ -312,19 +309,19 @@ class AppMonitor:
 class _HandOn:
     """Hands a slow request on once its response was closed, or discarded unclosed."""
 
-    __slots__ = ("monitor", "record", "end", "done")
+    __slots__ = ("monitor", "record", "end", "_once")
 
     def __init__(self, monitor: AppMonitor, record: InFlight, end: float) -> None:
         self.monitor = monitor
         self.record = record
         self.end = end
-        self.done = False
+        self._once = [True]
 
     def __call__(self) -> None:
-        with _hand_on_lock:
-            if self.done:
-                return
-            self.done = True
+        try:
+            self._once.pop()  # atomic: whichever comes first, close or discard
+        except IndexError:
+            return
         EVENTS.submit(_Finished(self.monitor, self.record, self.end))
 
 

@@ -19,13 +19,14 @@ Nothing is written into the environ: the request's record is ours
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .sampler import SAMPLER, Sampler
 from .state import ACTIVE, STATES, InFlight, TimerState, WatchCall, request_on
@@ -36,7 +37,32 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_perfalert")
 
-_finish_lock = threading.Lock()
+#: Work that finalizers leave for the next safe point. A finalizer runs whenever
+#: the garbage collector gets to it, inside any code, maybe holding any lock: it
+#: only appends here (atomic, lock-free); the next request runs the work before
+#: it calls the app, and so does the process at exit.
+LATER: list[Callable[[], Any]] = []
+
+
+def later(work: Callable[[], Any]) -> None:
+    """Run ``work`` at the next safe point (see :data:`LATER`); safe in a finalizer."""
+    LATER.append(work)
+
+
+def run_later() -> None:
+    """Run the work finalizers left (see :data:`LATER`)."""
+    while LATER:
+        try:
+            work = LATER.pop(0)
+        except IndexError:  # another thread took the last one
+            return
+        try:
+            work()
+        except Exception:
+            logger.exception("Flask-PerfAlert failed to hand on a discarded response")
+
+
+atexit.register(run_later)
 
 
 def install_timer(
@@ -54,10 +80,13 @@ def install_timer(
     _get_ident = threading.get_ident
     _active = sampler.active
     _sampler = sampler
+    _later = LATER
 
     def perfalert_wsgi_app(
         environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
+        if _later:
+            run_later()
         record = _InFlight(_perf_counter(), _get_ident(), _state, environ)
         if not _sampler.running:
             start_sampler(_sampler)
@@ -83,7 +112,7 @@ def install_timer(
         if streamed:
             # The work happens while the server iterates: time it to close().
             callbacks.append(partial(ended, record))
-            weakref.finalize(body, ended, record)  # never closed: when discarded
+            weakref.finalize(body, _discarded, record)  # never closed
             return body
         # Not streamed: the view has done all its work; what is left is copying
         # bytes to the socket. A fast request ends here, with no call-back at all.
@@ -146,14 +175,13 @@ def note_greenlet(record: InFlight) -> None:
         record.thread = threading.get_ident()  # the patched one: the greenlet's
 
 
-def ended(record: InFlight) -> None:
+def ended(record: InFlight, end: float | None = None) -> None:
     """A request's work is over: it raised, or its response was closed or discarded."""
-    end = perf_counter()
-    with _finish_lock:
-        if record.finished:
-            return
-        record.finished = True
-    ACTIVE.pop(id(record), None)
+    if end is None:
+        end = perf_counter()
+    if ACTIVE.pop(id(record), None) is None:  # ended already (atomic: once only)
+        return
+    record.finished = True
     state = record.timer
     duration = end - record.start
     stats = state.stats
@@ -168,11 +196,21 @@ def ended(record: InFlight) -> None:
         state.finish(record, end, None)
 
 
+def _discarded(record: InFlight) -> None:
+    """A finalizer: a streamed response was discarded without being closed."""
+    later(partial(ended, record, perf_counter()))
+
+
 def stop_profiler(record: InFlight) -> None:
-    """Stop the pyinstrument profiler of ``record`` (on its own thread) and keep its session."""
+    """Stop the pyinstrument profiler of ``record`` and keep its session.
+
+    A profiler can only be stopped on its own thread: elsewhere (a response
+    discarded on another thread) the work has no profile.
+    """
     extras = record.more()
-    extras.session = record.timer.policy.stop(extras.profiler)
-    extras.profiler = None
+    profiler, extras.profiler = extras.profiler, None
+    if record.thread == threading.get_ident():
+        extras.session = record.timer.policy.stop(profiler)
 
 
 def _other_body(body: Iterable[bytes], record: InFlight) -> Iterable[bytes]:
@@ -183,7 +221,7 @@ def _other_body(body: Iterable[bytes], record: InFlight) -> Iterable[bytes]:
         ended(record)
         return body
     timed = _TimedBody(body, record)
-    weakref.finalize(timed, ended, record)
+    weakref.finalize(timed, _discarded, record)
     return timed
 
 
