@@ -14,7 +14,7 @@ import re
 import socket
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from ._request_info import (
     request_params,
     request_url,
 )
+from ._routes import resolve_thresholds, warn_unmatched_settings
 from ._sampler import LINKED_THREADS
 from ._stats import Stats
 from .alerts.file import FileAlerts
@@ -65,10 +66,18 @@ class WatchCall:
 class AppMonitor:
     """The monitoring state of one app (kept by the extension, keyed by the app)."""
 
-    def __init__(self, app: Flask, loaded: LoadedSettings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        loaded: LoadedSettings,
+        clock: Callable[[], float],
+        watched: Collection[str] = (),
+    ) -> None:
         settings = loaded.settings
         self.settings = settings
         self.sources = loaded.sources
+        #: How the app's default folders were chosen (for ``flask perfalert config``).
+        self.folders = loaded.folders
         self.clock = clock
         self._app = weakref.ref(app)
         self.policy = ProfilingPolicy(settings)
@@ -76,7 +85,13 @@ class AppMonitor:
         self.stats = Stats()
         self.window_seconds = settings.alert_window_days * 86400
         self.threshold = settings.threshold_seconds
-        self.endpoint_thresholds = dict(settings.endpoint_thresholds)
+        #: The names of the functions watched so far (the extension adds to it).
+        self.watched = watched
+        # URL-rule keys resolved with the routes known now; again once the app serves.
+        self.endpoint_thresholds = resolve_thresholds(
+            app, settings.endpoint_thresholds, watched
+        ).by_name
+        self.routes_checked = False
         self.min_threshold = min([self.threshold, *self.endpoint_thresholds.values()])
         #: Seconds into any work before it may need sampling (the earliest arm point).
         self.min_arm_delay = self.min_threshold * settings.sample_after
@@ -140,6 +155,16 @@ class AppMonitor:
             perf_slow_request.disconnect(receiver, sender=app)
 
     # -- thresholds and exclusion -------------------------------------------------
+    def routes_known(self, app: Flask) -> None:
+        """Resolve URL-rule thresholds with every route, and warn about keys matching none.
+
+        Call once the app serves (its routes are complete), off the request path.
+        """
+        self.routes_checked = True
+        resolved = resolve_thresholds(app, self.settings.endpoint_thresholds, self.watched)
+        self.endpoint_thresholds = resolved.by_name
+        warn_unmatched_settings(app, self.settings, self.watched)
+
     def threshold_for(self, endpoint: str | None) -> float:
         if endpoint is None:
             return self.threshold
@@ -207,6 +232,8 @@ class AppMonitor:
             return
         if request is None:
             request = _request_from_environ(app, environ)
+        if not self.routes_checked:  # after the response: off the request path
+            self.routes_known(app)
         rule = getattr(request, "url_rule", None)
         endpoint = rule.endpoint if rule is not None else None
         duration = end - start
