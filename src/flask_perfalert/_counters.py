@@ -51,6 +51,8 @@ COUNTS = (
     "slow",
     "alerted",
     "suppressed",
+    "reports_written",
+    "report_failures",
     "delivered",
     "delivery_failures",
     "spooled",
