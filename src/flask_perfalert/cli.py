@@ -336,11 +336,11 @@ def _overhead(data: dict[str, Any]) -> str:
 def stats_command(as_json: bool) -> None:
     """Print how many requests were seen, slow, alerted and suppressed, and the cost.
 
-    Without a shared store the counts are this process's own, and this
-    command runs in a process of its own, which has served no requests. With
-    PERFALERT_STORAGE_URI naming a shared store (sqlite:// or redis://) they
-    cover every worker: each adds its counts to the store at most every few
-    seconds while it serves requests, and when it exits.
+    With a shared store (the default SQLite file in the app's folder, another
+    sqlite:// file, or redis://) they cover every worker: each adds its counts
+    to the store at most every few seconds while it serves requests, and when
+    it exits. With memory:// they are this process's own, and this command
+    runs in a process of its own, which has served no requests.
     """
     ext = _extension()
     scope, data = collect_stats(ext)
@@ -358,8 +358,9 @@ def stats_command(as_json: bool) -> None:
         if not data.get("requests") and not data.get("functions"):
             click.echo(
                 "  This command runs in its own process, which has served no requests; the\n"
-                "  counters of your server's workers live in those processes. Configure a\n"
-                "  shared PERFALERT_STORAGE_URI (sqlite:// or redis://) to see every worker."
+                "  counters of your server's workers live in those processes. With a shared\n"
+                "  store (PERFALERT_STORAGE_URI unset: the default SQLite file, or redis://),\n"
+                "  this shows every worker's."
             )
     else:
         click.echo(f"Scope: {scope}.")
