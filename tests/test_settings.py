@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -430,6 +431,22 @@ def test_an_invalid_secret_is_not_quoted_in_the_warning(
 
 
 # -- bounds: no value can hurt the app ----------------------------------------------------------
+@pytest.fixture
+def from_environment(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str, str], dict[str, Any]]:
+    """Set one environment variable, set the app up: its effective settings (it still serves)."""
+    app.config.pop("PERFALERT_FILE_DIR")  # the fixture's: the environment's is the one tested
+
+    def load(key: str, value: str) -> dict[str, Any]:
+        monkeypatch.setenv(key, value)
+        perf = PerfAlert(app)
+        assert serves(app)
+        return perf.effective_settings(app)
+
+    return load
+
+
 @pytest.mark.parametrize(
     ("key", "value", "default"),
     [
@@ -458,17 +475,13 @@ def test_an_invalid_secret_is_not_quoted_in_the_warning(
     ],
 )
 def test_a_number_out_of_bounds_is_refused_naming_key_and_default(
-    app: Flask,
-    monkeypatch: pytest.MonkeyPatch,
+    from_environment: Callable[[str, str], dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
     key: str,
     value: str,
     default: Any,
 ) -> None:
-    monkeypatch.setenv(key, value)
-    perf = PerfAlert(app)
-    assert serves(app)
-    assert perf.effective_settings(app)[key] == default
+    assert from_environment(key, value)[key] == default
     (message,) = warnings_of(caplog)
     assert message.startswith(f"Invalid value for {key}")
     assert f"using the default {default!r} instead" in message
@@ -507,14 +520,12 @@ def test_every_number_has_a_lower_and_an_upper_bound() -> None:
     ],
 )
 def test_the_bounds_themselves_are_accepted(
-    app: Flask,
-    monkeypatch: pytest.MonkeyPatch,
+    from_environment: Callable[[str, str], dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
     key: str,
     value: str,
 ) -> None:
-    monkeypatch.setenv(key, value)
-    assert PerfAlert(app).effective_settings(app)[key] == float(value)
+    assert from_environment(key, value)[key] == float(value)
     assert warnings_of(caplog) == []
 
 
@@ -535,18 +546,12 @@ def test_the_bounds_themselves_are_accepted(
 )
 @pytest.mark.parametrize("value", ["", "  "])
 def test_an_empty_string_is_refused_naming_the_key(
-    app: Flask,
-    monkeypatch: pytest.MonkeyPatch,
+    from_environment: Callable[[str, str], dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
     key: str,
     value: str,
 ) -> None:
-    app.config.pop("PERFALERT_FILE_DIR")  # the fixture's; the environment's is tested
-    monkeypatch.setenv(key, value)
-    perf = PerfAlert(app)
-    assert serves(app)
-    effective = perf.effective_settings(app)
-    assert effective[key] not in ("", value, ".")
+    assert from_environment(key, value)[key] not in ("", value, ".")
     (message,) = [m for m in warnings_of(caplog) if key in m]
     assert message.startswith(f"Invalid value for {key} from environment: ")
     assert "empty; leave the key unset to get the default" in message

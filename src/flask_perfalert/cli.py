@@ -119,6 +119,8 @@ def config_command(as_json: bool, changed: bool) -> None:
     app's config (app.config['PERFALERT_...']), an environment variable
     (PERFALERT_...), the default. Environment variables are those of the
     process running this command: a server started elsewhere may see others.
+    Then: where the app's own folder is, and the problems found (folders
+    that cannot be written, endpoint names that match nothing).
     """
     rows = _config_rows()
     if changed:
