@@ -159,6 +159,9 @@ class Runner:
         self.log = log
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PERFALERT_")}
         self.env["PERFALERT_FILE_DIR"] = str(workdir / "reports")
+        # The default store (an SQLite file) in the run's own folder: every run starts
+        # with an empty window, and nothing is written into the repository.
+        self.env["PERFALERT_DATA_DIR"] = str(workdir / "perfalert-data")
         # The same string hashes (dict layouts) in every process: one source less of
         # differences between two processes running the same code.
         self.env["PYTHONHASHSEED"] = "0"

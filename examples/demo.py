@@ -2,7 +2,9 @@
 
 Serves ``examples/hello.py`` with Werkzeug's WSGI server on a free port of
 127.0.0.1, requests ``/orders`` once (about 0.4 s, threshold 0.25 s), waits
-for the report to be written and prints its path. Exits 1 if no report came.
+for the report to be written and prints its path. Run again within the
+de-duplication window, the slow request is a duplicate: no new report, and the
+one written before is shown. Exits 1 if there is no report.
 
     python examples/demo.py            # or: bash examples/demo.sh
 """
@@ -59,7 +61,15 @@ def main() -> int:
     print(f"Slow request: {event.summary()}")
     for frame in event.hot_frames(3):
         print(f"  {frame.share:4.0%}  {frame.function}  ({frame.location})")
-    print(f"Report written to: {report}")
+    if event.duplicate:
+        days = perf.settings(app).alert_window_days
+        print(
+            f"Already alerted within the de-duplication window ({days:g} days, kept in "
+            f"{perf.settings(app).storage_uri}): no new report."
+        )
+        print(f"The report written then: {report}")
+    else:
+        print(f"Report written to: {report}")
     print(f"Open it in a browser: {report.as_uri()}")
     return 0
 
@@ -70,6 +80,9 @@ def _wait_for_report(folder: Path, seen: list[SlowRequestEvent]) -> Path | None:
         # The server sends the signal after the response; the report is then written
         # by Flask-PerfAlert's delivery thread and renamed into place when complete.
         if seen and folder.is_dir():
+            if seen[0].duplicate:  # an earlier run alerted: its newest report of /orders
+                earlier = sorted(folder.glob("perfalert-*-orders-*.html"))
+                return earlier[-1] if earlier else None
             ids = {event.id for event in seen}
             for path in folder.glob("perfalert-*.html"):
                 if any(path.name.endswith(f"-{event_id}.html") for event_id in ids):

@@ -55,10 +55,14 @@ def _fresh_sampler_interval() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("PERFALERT_"):
             monkeypatch.delenv(key)
+    # Every app of a test keeps its alert window, reports and spool in the test's own
+    # folder, never in an instance folder of this repository (where they would outlive
+    # the test). The tests of these defaults unset it.
+    monkeypatch.setenv("PERFALERT_DATA_DIR", str(tmp_path / "perfalert-data"))
 
 
 class _InternalErrors(logging.Handler):
@@ -106,7 +110,7 @@ def report_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def app(request: pytest.FixtureRequest, report_dir: Path) -> Flask:
-    app = Flask(request.module.__name__)
+    app = Flask(request.module.__name__, instance_path=str(report_dir.parent / "instance"))
     app.config.update(TESTING=True, PERFALERT_FILE_DIR=str(report_dir))
     app.test_client_class = ClosingClient
     return app

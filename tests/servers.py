@@ -210,6 +210,7 @@ class Gunicorn:
         preload: bool = False,
         name: str = "gunicorn",
         extra_args: Sequence[str] = (),
+        default_folders: bool = False,
     ) -> None:
         self.app = app
         self.workdir = Path(workdir)
@@ -221,6 +222,8 @@ class Gunicorn:
         self.preload = preload
         self.name = name
         self.extra_args = list(extra_args)
+        #: Keep the app's data where it would be without settings (its instance folder).
+        self.default_folders = default_folders
         self.log = self.workdir / f"{name}.log"
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -233,6 +236,9 @@ class Gunicorn:
     def start(self, ready_path: str = "/", timeout: float = 30.0) -> Gunicorn:
         """Start, then wait until every worker has booted and ``ready_path`` answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PERFALERT_")}
+        if not self.default_folders:
+            # The app's data in the test's folder, not in an instance folder under tests/.
+            env["PERFALERT_DATA_DIR"] = str(self.workdir / "perfalert-data")
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         args = [

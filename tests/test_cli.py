@@ -87,10 +87,11 @@ def test_config_json_and_changed_only(app: Flask, monkeypatch: pytest.MonkeyPatc
     assert set(everything) == set(app.extensions["perfalert"].effective_settings(app))
     assert everything["PERFALERT_PROFILER"] == {"value": "none", "source": "environment"}
     assert everything["PERFALERT_ENABLED"] == {"value": True, "source": "default"}
-    # PERFALERT_FILE_DIR comes from the app fixture's config.
+    # PERFALERT_FILE_DIR comes from the app fixture's config, DATA_DIR from conftest.py.
     assert changed == {
         "PERFALERT_PROFILER": {"value": "none", "source": "environment"},
         "PERFALERT_FILE_DIR": {"value": app.config["PERFALERT_FILE_DIR"], "source": "app.config"},
+        "PERFALERT_DATA_DIR": {"value": os.environ["PERFALERT_DATA_DIR"], "source": "environment"},
     }
 
 
@@ -229,7 +230,61 @@ def test_reports_open_starts_the_browser_on_the_newest(tmp_path: Path) -> None:
 # -- stats ----------------------------------------------------------------------------
 
 
+def stats_rows(output: str) -> dict[str, str]:
+    table = output.split("\n\n", 1)[1]
+    return dict(re.split(r"\s{2,}", line, maxsplit=1) for line in table.splitlines() if line)
+
+
+def test_stats_count_each_channel(app: Flask, wait_delivery: Any, report_dir: Path) -> None:
+    slow_app(app)
+    client = app.test_client()
+    for path in ("/fast", "/fast", "/slow", "/slow", "/slower"):
+        client.get(path)
+    wait_delivery()
+
+    result = invoke(app, "stats")
+
+    assert result.exit_code == 0, result.output
+    # The default store (SQLite in the app's folder) sums every worker's counts;
+    # this process's own, not sent yet, are added.
+    assert "Scope: every worker sharing sqlite://" in result.output
+    rows = stats_rows(result.output)
+    assert rows["requests seen"] == "5"
+    assert rows["slow"] == "3"
+    assert rows["alerted"] == "2"
+    assert rows["suppressed (duplicates in the window)"] == "1"
+    assert rows["file reports written"] == "2" == str(len(list(report_dir.glob("*.html"))))
+    assert rows["file reports not written"] == "0"
+    assert rows["Mattermost posts made"] == "0"
+    assert rows["Mattermost alerts queued for a retry"] == "0"
+    assert rows["Mattermost tries failed"] == "0"
+    assert rows["alerts dropped"] == "0"
+    assert re.fullmatch(
+        r"\d+\.\d\d% of the monitored time \(\d+\.\d{3} s of \d+\.\d{3} s\)",
+        rows["estimated overhead"],
+    )
+
+    data = json.loads(invoke(app, "stats", "--json").output)
+    assert data["pid"] is None
+    assert (data["requests"], data["slow"], data["alerted"], data["suppressed"]) == (5, 3, 2, 1)
+    assert (data["reports_written"], data["report_failures"], data["delivered"]) == (2, 0, 0)
+
+
+def test_stats_count_reports_that_could_not_be_written(
+    app: Flask, tmp_path: Path, wait_delivery: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    app.config["PERFALERT_FILE_DIR"] = str(blocker)
+    slow_app(app)
+    app.test_client().get("/slow")
+    wait_delivery()
+    rows = stats_rows(invoke(app, "stats").output)
+    assert (rows["file reports written"], rows["file reports not written"]) == ("0", "1")
+
+
 def test_stats_of_this_process(app: Flask, wait_delivery: Any) -> None:
+    app.config["PERFALERT_STORAGE_URI"] = "memory://"
     slow_app(app)
     client = app.test_client()
     for path in ("/fast", "/fast", "/slow", "/slow"):
@@ -240,19 +295,11 @@ def test_stats_of_this_process(app: Flask, wait_delivery: Any) -> None:
 
     assert result.exit_code == 0, result.output
     assert f"Scope: this process only (pid {os.getpid()})." in result.output
-    rows = dict(
-        re.split(r"\s{2,}", line, maxsplit=1) for line in result.output.splitlines()[3:] if line
-    )
+    rows = stats_rows(result.output)
     assert rows["requests seen"] == "4"
     assert rows["slow"] == "2"
     assert rows["alerted"] == "1"
-    assert rows["suppressed (duplicates in the window)"] == "1"
-    assert rows["delivery failures"] == "0"
-    assert rows["spooled for a retry"] == "0"
-    assert re.fullmatch(
-        r"\d+\.\d\d% of the monitored time \(\d+\.\d{3} s of \d+\.\d{3} s\)",
-        rows["estimated overhead"],
-    )
+    assert rows["file reports written"] == "1"
 
     data = json.loads(invoke(app, "stats", "--json").output)
     assert data["scope"] == "this process"
@@ -261,12 +308,33 @@ def test_stats_of_this_process(app: Flask, wait_delivery: Any) -> None:
 
 
 def test_stats_in_a_fresh_process_says_why_it_is_empty(app: Flask) -> None:
-    PerfAlert(app)
+    PerfAlert(app, storage_uri="memory://")
     result = invoke(app, "stats")
     assert result.exit_code == 0
     assert "This command runs in its own process, which has served no requests" in result.output
     assert "PERFALERT_STORAGE_URI" in result.output
     assert "n/a (nothing was measured)" in result.output
+
+
+# -- check ----------------------------------------------------------------------------
+
+
+def test_check_leaves_no_report_behind(app: Flask, report_dir: Path, wait_delivery: Any) -> None:
+    slow_app(app)
+    app.test_client().get("/slow")
+    wait_delivery()
+    [real] = report_dir.iterdir()
+
+    result = invoke(app, "check")
+
+    assert result.exit_code == 0, result.output
+    assert (
+        f"File reports: OK, {report_dir} takes reports (a test report was written there "
+        "and removed)." in result.output
+    )
+    assert list(report_dir.iterdir()) == [real]  # nothing left, nothing pruned
+    listed = json.loads(invoke(app, "reports", "--json").output)
+    assert [item["path"] for item in listed] == [str(real)]
 
 
 def test_help_texts(app: Flask) -> None:

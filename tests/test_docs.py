@@ -46,5 +46,7 @@ def test_no_path_of_the_building_machine_in_the_reference() -> None:
     ext = load_extension()
     text = ext.settings_rst() + ext.settings_table_rst()
     assert tempfile.gettempdir() + "/" not in text
+    entry = text.split(".. confval:: PERFALERT_DATA_DIR\n", 1)[1]
+    assert ":Default: ``perfalert`` in the app's instance folder" in entry
     entry = text.split(".. confval:: PERFALERT_FILE_DIR\n", 1)[1]
-    assert ":Default: ``flask-perfalert`` in the system temp directory" in entry
+    assert ":Default: ``<DATA_DIR>/<app name>/reports``" in entry

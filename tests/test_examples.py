@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,6 +152,39 @@ def test_demo_command_prints_where_the_report_is(tmp_path: Path) -> None:
     assert "load_orders" in result.stdout  # where the time went, printed too
     assert "load_orders" in report.read_text()
     assert "Installing" not in result.stdout
+
+
+def test_demo_on_defaults_runs_again_and_again(tmp_path: Path) -> None:
+    # The README's demo in a fresh clone, with no setting: the report goes to the
+    # example's instance folder, whose alert window outlives the run; a second run
+    # is a duplicate and shows the first report instead of failing.
+    clone = tmp_path / "clone"
+    shutil.copytree(
+        EXAMPLES, clone / "examples", ignore=shutil.ignore_patterns("instance", "__pycache__")
+    )
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (venv_bin / "python").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERFALERT_")}
+    env["VENV"] = str(tmp_path / "venv")
+    folder = clone / "examples" / "instance" / "perfalert" / "hello" / "reports"
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(
+            ["bash", str(clone / "examples" / "demo.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs.append(result.stdout)
+    [report] = folder.glob("perfalert-*-orders-*.html")
+    assert f"Report written to: {report}" in outputs[0]
+    assert "Already alerted within the de-duplication window (10 days" in outputs[1]
+    assert f"The report written then: {report}" in outputs[1]
 
 
 # -- the app factory with blueprints -----------------------------------------------------

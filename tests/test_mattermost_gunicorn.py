@@ -52,6 +52,8 @@ def test_a_preloaded_app_delivers_from_both_workers(
         PERFALERT_MATTERMOST_TIMEOUT="5",
         PERFALERT_FILE_DIR=str(tmp_path / "reports"),
         PERFALERT_THRESHOLD_SECONDS="0.05",
+        # A window per worker (not the default shared one): each must alert, and post.
+        PERFALERT_STORAGE_URI="memory://",
         SLOW_SECONDS="0.15",
     )
     command = [

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from flask_perfalert import PerfAlert, PerfAlertSettings
+from flask_perfalert import PerfAlert, PerfAlertOptions, PerfAlertSettings
 from flask_perfalert.settings import load_settings
 
 
@@ -48,10 +50,16 @@ def test_the_defaults_of_the_core_keys(key: str, default: Any) -> None:
     assert type(settings.masked()[key]) is type(default)
 
 
-def test_the_report_folder_defaults_to_the_system_temporary_directory() -> None:
-    folder = load_settings({}, environ={}).settings.file_dir
-    assert isinstance(folder, Path)
-    assert folder.parent == Path(tempfile.gettempdir())
+def test_without_an_app_the_folders_are_this_users_in_the_temporary_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PERFALERT_DATA_DIR")
+    settings = PerfAlertSettings.model_validate({})
+    root = Path(tempfile.gettempdir()) / f"flask-perfalert-{os.geteuid()}"
+    assert settings.data_dir == root
+    assert settings.file_dir == root / "app" / "reports"
+    assert settings.spool_dir == root / "app" / "spool"
+    assert settings.storage_uri == f"sqlite://{root}/app/perfalert.db"
 
 
 def test_every_key_has_a_description_and_is_its_field_name_upper_cased() -> None:
@@ -328,15 +336,37 @@ def test_keys_of_other_extensions_are_not_reported(
     assert warnings_of(caplog) == []
 
 
-def test_an_unknown_constructor_option_names_the_closest_option(
-    app: Flask, caplog: pytest.LogCaptureFixture
-) -> None:
-    perf = PerfAlert(app, treshold_seconds=0.3)
-    assert serves(app)
-    (message,) = warnings_of(caplog)
-    assert "'treshold_seconds'" in message
-    assert message.endswith("did you mean threshold_seconds?")
-    assert perf.settings(app).threshold_seconds == 1.0
+def test_a_misspelled_constructor_option_raises_type_error(app: Flask) -> None:
+    # Like any Python function (and Flask-SQLAlchemy's options): a typo in code fails loudly.
+    with pytest.raises(TypeError) as info:
+        PerfAlert(app, treshold_seconds=0.3)  # type: ignore[call-arg]
+    assert str(info.value) == (
+        "PerfAlert() got an unexpected keyword argument 'treshold_seconds'; "
+        "did you mean 'threshold_seconds'?"
+    )
+    assert "perfalert" not in app.extensions  # nothing was set up
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'$"):
+        PerfAlert(colour="red")  # type: ignore[call-arg]
+
+
+def test_the_typed_options_are_exactly_the_settings() -> None:
+    # PerfAlertOptions is written out for type checkers; the model stays the one list.
+    assert list(PerfAlertOptions.__annotations__) == list(PerfAlertSettings.model_fields)
+    assert PerfAlertOptions.__total__ is False
+
+
+def test_every_setting_can_be_given_as_an_option(app: Flask, tmp_path: Path) -> None:
+    options: PerfAlertOptions = {
+        "threshold_seconds": 0.5,
+        "exclude": ("static",),
+        "data_dir": tmp_path / "data",
+        "mattermost_token": "t0ken",
+        "storage_uri": "memory://",
+    }
+    settings = PerfAlert(app, **options).settings(app)
+    assert settings.threshold_seconds == 0.5
+    assert settings.exclude == ["static"]
+    assert settings.data_dir == tmp_path / "data"
 
 
 # -- secrets ---------------------------------------------------------------------------------------
@@ -398,3 +428,160 @@ def test_an_invalid_secret_is_not_quoted_in_the_warning(
     assert "PERFALERT_MATTERMOST_TOKEN" in message
     assert SECRET not in caplog.text
     assert perf.settings(app).mattermost_token is None
+
+
+# -- bounds: no value can hurt the app ----------------------------------------------------------
+@pytest.fixture
+def from_environment(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str, str], dict[str, Any]]:
+    """Set one environment variable, set the app up: its effective settings (it still serves)."""
+    app.config.pop("PERFALERT_FILE_DIR")  # the fixture's: the environment's is the one tested
+
+    def load(key: str, value: str) -> dict[str, Any]:
+        monkeypatch.setenv(key, value)
+        perf = PerfAlert(app)
+        assert serves(app)
+        return perf.effective_settings(app)
+
+    return load
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "default"),
+    [
+        # 1e-5 s between samples turned a 0.5 s request into more than 30 s.
+        ("PERFALERT_SAMPLE_INTERVAL", "1e-5", 0.005),
+        ("PERFALERT_SAMPLE_INTERVAL", "5", 0.005),
+        ("PERFALERT_THRESHOLD_SECONDS", "inf", 1.0),
+        ("PERFALERT_THRESHOLD_SECONDS", "nan", 1.0),
+        ("PERFALERT_THRESHOLD_SECONDS", "1e9", 1.0),
+        ("PERFALERT_ENDPOINT_THRESHOLDS", '{"index": 1e9}', {}),
+        # Every slow request would be a report and a post.
+        ("PERFALERT_ALERT_WINDOW_DAYS", "1e-9", 10.0),
+        ("PERFALERT_ALERT_WINDOW_DAYS", "1e6", 10.0),
+        # The sampler could take all of the process's time.
+        ("PERFALERT_MAX_OVERHEAD", "1", 0.05),
+        ("PERFALERT_MAX_OVERHEAD", "1e-9", 0.05),
+        ("PERFALERT_SAMPLE_AFTER", "1", 0.1),
+        # Each report written lists the whole folder.
+        ("PERFALERT_FILE_MAX_FILES", "1000000000", 1000),
+        ("PERFALERT_FILE_MAX_AGE_DAYS", "1e-9", 30.0),
+        ("PERFALERT_FILE_MAX_AGE_DAYS", "inf", 30.0),
+        # One delivery could hold the delivery thread, and the exit, for hours.
+        ("PERFALERT_MATTERMOST_MAX_RETRIES", "100", 3),
+        ("PERFALERT_MATTERMOST_TIMEOUT", "600", 10.0),
+        ("PERFALERT_MATTERMOST_TIMEOUT", "1e-6", 10.0),
+    ],
+)
+def test_a_number_out_of_bounds_is_refused_naming_key_and_default(
+    from_environment: Callable[[str, str], dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+    value: str,
+    default: Any,
+) -> None:
+    assert from_environment(key, value)[key] == default
+    (message,) = warnings_of(caplog)
+    assert message.startswith(f"Invalid value for {key}")
+    assert f"using the default {default!r} instead" in message
+
+
+def test_every_number_has_a_lower_and_an_upper_bound() -> None:
+    # A new numeric setting without bounds fails here: add them to the model.
+    def bounds(metadata: list[Any]) -> set[str]:
+        return {
+            op
+            for item in metadata
+            for op in ("gt", "ge", "lt", "le")
+            if getattr(item, op, None) is not None
+        }
+
+    for name, field in PerfAlertSettings.model_fields.items():
+        annotation = field.annotation
+        metadata = list(field.metadata)
+        if name == "endpoint_thresholds":
+            annotation = float
+            metadata = list(PerfAlertSettings.model_fields["threshold_seconds"].metadata)
+        if annotation in (int, float):
+            found = bounds(metadata)
+            assert found & {"gt", "ge"} and found & {"lt", "le"}, name
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("PERFALERT_SAMPLE_INTERVAL", "0.001"),
+        ("PERFALERT_ALERT_WINDOW_DAYS", "0.001"),
+        ("PERFALERT_MAX_OVERHEAD", "0.25"),
+        ("PERFALERT_THRESHOLD_SECONDS", "86400"),
+        ("PERFALERT_FILE_MAX_FILES", "100000"),
+        ("PERFALERT_MATTERMOST_TIMEOUT", "60"),
+    ],
+)
+def test_the_bounds_themselves_are_accepted(
+    from_environment: Callable[[str, str], dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+    value: str,
+) -> None:
+    assert from_environment(key, value)[key] == float(value)
+    assert warnings_of(caplog) == []
+
+
+# -- empty strings ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key",
+    [
+        "PERFALERT_FILE_DIR",
+        "PERFALERT_DATA_DIR",
+        "PERFALERT_SPOOL_DIR",
+        "PERFALERT_STORAGE_URI",
+        "PERFALERT_STORAGE_PREFIX",
+        "PERFALERT_MATTERMOST_URL",
+        "PERFALERT_MATTERMOST_TOKEN",
+        "PERFALERT_MATTERMOST_CHANNEL_ID",
+        "PERFALERT_PROFILER",
+    ],
+)
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_string_is_refused_naming_the_key(
+    from_environment: Callable[[str, str], dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+    value: str,
+) -> None:
+    assert from_environment(key, value)[key] not in ("", value, ".")
+    (message,) = [m for m in warnings_of(caplog) if key in m]
+    assert message.startswith(f"Invalid value for {key} from environment: ")
+    assert "empty; leave the key unset to get the default" in message
+
+
+def test_an_empty_file_dir_is_not_the_working_directory(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, wait_delivery: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app.config["PERFALERT_FILE_DIR"] = ""
+
+    @app.get("/slow")
+    def slow() -> str:
+        return "slow"
+
+    perf = PerfAlert(app, threshold_seconds=1e-6, profiler="none")
+    app.test_client().get("/slow")
+    wait_delivery()
+    assert list(tmp_path.glob("perfalert-*.html")) == []
+    folder = perf.settings(app).file_dir
+    assert folder.is_absolute() and len(list(folder.glob("perfalert-*.html"))) == 1
+
+
+@pytest.mark.parametrize("key", ["PERFALERT_EXCLUDE", "PERFALERT_REDACT_KEYS"])
+def test_an_empty_entry_of_a_list_is_refused(
+    app: Flask, caplog: pytest.LogCaptureFixture, key: str
+) -> None:
+    # An empty redaction name would match every parameter as a substring.
+    app.config[key] = ["ok", ""]
+    perf = PerfAlert(app)
+    assert perf.effective_settings(app)[key] == []
+    (message,) = warnings_of(caplog)
+    assert message.startswith(f"Invalid value for {key}[1] from app.config: ''")

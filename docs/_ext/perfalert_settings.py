@@ -28,7 +28,12 @@ from flask_perfalert.settings import PREFIX
 #: A default that is a path must be listed here: the build fails otherwise, so
 #: a machine's path never ends up in the published docs.
 DEFAULT_TEXT = {
-    "file_dir": "``flask-perfalert`` in the system temp directory (``$TMPDIR``, else ``/tmp``)",
+    "data_dir": "``perfalert`` in the app's instance folder (``app.instance_path``); if "
+    "that cannot be written, ``flask-perfalert-<uid>/<hash of the instance path>`` in the "
+    "system temp directory (see :ref:`app-folders`)",
+    "file_dir": "``<DATA_DIR>/<app name>/reports``",
+    "spool_dir": "``<DATA_DIR>/<app name>/spool``",
+    "storage_uri": "``sqlite:///<DATA_DIR>/<app name>/perfalert.db``",
 }
 
 _BOUNDS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._options import PerfAlertOptions
 from .events import HotFrame, SlowRequestEvent
 from .extension import PerfAlert
 from .settings import PerfAlertSettings
@@ -10,6 +11,7 @@ from .signals import perf_slow_request
 __all__ = [
     "HotFrame",
     "PerfAlert",
+    "PerfAlertOptions",
     "PerfAlertSettings",
     "SlowRequestEvent",
     "perf_slow_request",

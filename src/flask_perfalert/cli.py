@@ -1,4 +1,4 @@
-"""The ``flask perfalert`` command group.
+"""The ``flask perfalert`` command group: config, reports, stats and check.
 
 Each command is a separate function; they share only the helpers at the top.
 A command that cannot do what it was asked exits with a non-zero status
@@ -7,10 +7,14 @@ A command that cannot do what it was asked exits with a non-zero status
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
 import re
+import tempfile
+import time
+import webbrowser
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,10 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import stats as _counters
+from ._folders import app_folder, folder_problems
+from ._routes import unmatched_settings
+from .events import SlowRequestEvent
+from .profiling.policy import ProfileResult
 from .settings import PREFIX
 from .storage._counting import WORKERS_RECENT
 
@@ -33,6 +41,39 @@ def _extension() -> Any:
 
 def _app_name() -> str:
     return str(current_app.name)
+
+
+def _problems(ext: Any) -> list[str]:
+    """What in the settings does not match this app and machine (folders, endpoints)."""
+    monitor = ext._monitor()
+    settings = monitor.settings
+    if not settings.enabled:
+        return []
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # The app is fully loaded here: its routes and watched functions are known.
+    return folder_problems(settings) + unmatched_settings(app, settings, ext._watched)
+
+
+def _echo_problems(problems: list[str]) -> None:
+    if problems:
+        click.echo()
+        click.echo("Problems:")
+        for problem in problems:
+            click.echo(f"  - {problem}")
+
+
+def _data_folder_note(monitor: Any) -> str:
+    """Where the app's own folder is, and why there."""
+    folder = app_folder(monitor.settings.data_dir, _app_name())
+    reason = monitor.folders.fallback_reason if monitor.folders is not None else None
+    if monitor.sources.get("data_dir") != "default":
+        return f"This app's folder: {folder}"
+    if reason is None:
+        return f"This app's folder: {folder} (in the app's instance folder)"
+    return (
+        f"This app's folder: {folder} (in the temporary directory, because {reason}; "
+        "set PERFALERT_DATA_DIR to keep it elsewhere)"
+    )
 
 
 @click.group("perfalert")
@@ -81,6 +122,8 @@ def config_command(as_json: bool, changed: bool) -> None:
     app's config (app.config['PERFALERT_...']), an environment variable
     (PERFALERT_...), the default. Environment variables are those of the
     process running this command: a server started elsewhere may see others.
+    Then: where the app's own folder is, and the problems found (folders
+    that cannot be written, endpoint names that match nothing).
     """
     rows = _config_rows()
     if changed:
@@ -90,6 +133,7 @@ def config_command(as_json: bool, changed: bool) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
         return
     _echo_settings(rows)
+    _echo_problems(_problems(_extension()))
 
 
 def _echo_settings(rows: list[dict[str, Any]]) -> None:
@@ -105,6 +149,8 @@ def _echo_settings(rows: list[dict[str, Any]]) -> None:
     click.echo(f"{'KEY':<{width_key}}  {'VALUE':<{width_value}}  FROM")
     for key, value, origin in shown:
         click.echo(f"{key:<{width_key}}  {value:<{width_value}}  {origin}")
+    click.echo()
+    click.echo(_data_folder_note(_extension()._monitor()))
 
 
 # -- reports ---------------------------------------------------------------------------
@@ -212,8 +258,6 @@ def reports_command(limit: int, open_newest: bool, as_json: bool) -> None:
         if not paths:
             raise click.ClickException("There is no report to open.")
         newest = paths[0]
-        import webbrowser  # only here: every app that sets up the extension imports cli.py
-
         if not webbrowser.open(newest.resolve().as_uri()):
             raise click.ClickException(
                 f"No browser could be started; open the report yourself: {newest}"
@@ -224,17 +268,19 @@ def reports_command(limit: int, open_newest: bool, as_json: bool) -> None:
 
 # -- stats -----------------------------------------------------------------------------
 
-#: The counters shown, in order, with their labels.
+#: The counters shown, in order, with their labels: the requests, then each channel.
 _STAT_LABELS = [
     ("requests", "requests seen"),
     ("functions", "watched calls seen"),
     ("slow", "slow"),
     ("alerted", "alerted"),
     ("suppressed", "suppressed (duplicates in the window)"),
-    ("delivered", "delivered"),
-    ("delivery_failures", "delivery failures"),
-    ("spooled", "spooled for a retry"),
-    ("dropped", "dropped"),
+    ("reports_written", "file reports written"),
+    ("report_failures", "file reports not written"),
+    ("delivered", "Mattermost posts made"),
+    ("spooled", "Mattermost alerts queued for a retry"),
+    ("delivery_failures", "Mattermost tries failed"),
+    ("dropped", "alerts dropped"),
 ]
 
 
@@ -248,11 +294,16 @@ def collect_stats(ext: Any) -> tuple[str, dict[str, Any]]:
     shared = getattr(monitor.store, "counters", None)
     if callable(shared):
         try:
-            data = _counters.summed_snapshot(shared(monitor.app_key))
+            values = dict(shared(monitor.app_key))
         except Exception as exc:
             raise click.ClickException(
                 f"Could not read the counters from {monitor.store.description}: {exc}"
             ) from exc
+        # This process's own counts not sent yet (when it served requests itself).
+        flusher = monitor.counters
+        for name, value in (flusher.pending() if flusher is not None else {}).items():
+            values[name] = values.get(name, 0.0) + value
+        data = _counters.summed_snapshot(values)
         scope = (
             f"every worker sharing {monitor.store.description} (each sends its counts "
             f"at most every {_counters.FLUSH_INTERVAL:g} s while it serves requests, "
@@ -290,15 +341,18 @@ def _overhead(data: dict[str, Any]) -> str:
 def stats_command(as_json: bool) -> None:
     """Print how many requests were seen, slow, alerted and suppressed, and the cost.
 
-    Without a shared store the counts are this process's own, and this
-    command runs in a process of its own, which has served no requests. With
-    PERFALERT_STORAGE_URI naming a shared store (sqlite:// or redis://) they
-    cover every worker: each adds its counts to the store at most every few
-    seconds while it serves requests, and when it exits.
+    With a shared store (the default SQLite file in the app's folder, another
+    sqlite:// file, or redis://) they cover every worker: each adds its counts
+    to the store at most every few seconds while it serves requests, and when
+    it exits. With memory:// they are this process's own, and this command
+    runs in a process of its own, which has served no requests.
     """
     ext = _extension()
     scope, data = collect_stats(ext)
     own_process = scope == "this process"
+    mattermost = ext._monitor().mattermost_alerts
+    if mattermost is not None:
+        data["spool_waiting"] = mattermost.spool.count()
     if as_json:
         out = {**data, "scope": scope, "pid": os.getpid() if own_process else None}
         click.echo(json.dumps(out, indent=2, default=str))
@@ -309,8 +363,9 @@ def stats_command(as_json: bool) -> None:
         if not data.get("requests") and not data.get("functions"):
             click.echo(
                 "  This command runs in its own process, which has served no requests; the\n"
-                "  counters of your server's workers live in those processes. Configure a\n"
-                "  shared PERFALERT_STORAGE_URI (sqlite:// or redis://) to see every worker."
+                "  counters of your server's workers live in those processes. With a shared\n"
+                "  store (PERFALERT_STORAGE_URI unset: the default SQLite file, or redis://),\n"
+                "  this shows every worker's."
             )
     else:
         click.echo(f"Scope: {scope}.")
@@ -320,8 +375,123 @@ def stats_command(as_json: bool) -> None:
     for name, label in _STAT_LABELS:
         value = data.get(name)
         click.echo(f"{label:<{width}}  {'?' if value is None else value}")
+    if "spool_waiting" in data:
+        label = "Mattermost alerts in the spool now"
+        click.echo(f"{label:<{width}}  {data['spool_waiting']}")
     click.echo(f"{'estimated overhead':<{width}}  {_overhead(data)}")
 
 
-# The check command lives in its own module; importing it registers it on the group.
-from . import _cli_check  # noqa: E402,F401
+# -- check -----------------------------------------------------------------------------
+
+
+@perfalert_cli.command("check")
+@with_appcontext
+def check_command() -> None:
+    """Print the effective settings, then send a test alert through every enabled channel.
+
+    Run it after deploying: it says what works and, for what does not, the exact
+    problem (bad URL, connection refused, 401, unknown channel, timeout). Exits
+    with status 1 if any enabled channel fails. Mattermost alerts waiting in the
+    spool are sent once the test alert got through.
+    """
+    ext = _extension()
+    monitor = ext._monitor()
+    settings = monitor.settings
+    _echo_settings(_config_rows())
+    _echo_problems(_problems(ext))
+    click.echo("")
+    if not settings.enabled:
+        click.echo("Note: PERFALERT_ENABLED is false: requests are not monitored.")
+    results: list[bool] = []
+    if settings.file_enabled:
+        results.append(_check_file(monitor))
+    if settings.mattermost_enabled:
+        results.append(_check_mattermost(monitor))
+    if not results:
+        click.echo(
+            "FAILED: no alert channel is enabled (PERFALERT_FILE_ENABLED and "
+            "PERFALERT_MATTERMOST_ENABLED are both false)."
+        )
+        results.append(False)
+    if not all(results):
+        raise SystemExit(1)
+
+
+def _check_event(monitor: Any) -> SlowRequestEvent:
+    """A made-up slow event: what a test alert shows."""
+    threshold = monitor.threshold
+    event: SlowRequestEvent = monitor.make_event(
+        "request",
+        endpoint="perfalert_check",
+        started=time.perf_counter(),
+        duration=threshold * 1.5,
+        threshold=threshold,
+        result=ProfileResult(None, "a test alert has no profile"),
+        status_code=200,
+    )
+    return dataclasses.replace(event, url="(test alert from flask perfalert check)", method="GET")
+
+
+def _check_file(monitor: Any) -> bool:
+    """Render a test report and write it where reports go, then remove it.
+
+    Written the way a report is (created 0700, a hidden temporary file), so
+    ``reports`` never lists it, it never counts against ``FILE_MAX_FILES``,
+    and if this process dies before removing it, pruning removes it later.
+    """
+    folder = Path(monitor.settings.file_dir)
+    try:
+        page = _check_event(monitor).html
+        if page is None:
+            raise OSError("the report could not be made (see the log)")
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".perfalert-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(page.encode("utf-8", "replace"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            os.unlink(name)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        click.echo(f"File reports: FAILED: could not write a report to {folder}: {exc}")
+        return False
+    click.echo(
+        f"File reports: OK, {folder} takes reports (a test report was written there and removed)."
+    )
+    return True
+
+
+def _check_mattermost(monitor: Any) -> bool:
+    # Imported here, not at the top: every app imports this module, and only
+    # those with Mattermost on should load its client (mattermostdriver).
+    from .alerts.mattermost_address import configuration_problems
+    from .alerts.mattermost_client import MattermostError
+
+    problems = configuration_problems(monitor.settings)
+    alerts = monitor.mattermost_alerts
+    if problems or alerts is None:
+        click.echo(f"Mattermost: FAILED: {'; '.join(problems) or 'not set up'}")
+        return False
+    client = alerts.client
+    where = f"channel {client.channel_id} on {client.address.display}"
+    try:
+        user = client.me()
+        post = alerts.send_test(_check_event(monitor))
+    except MattermostError as exc:
+        click.echo(f"Mattermost: FAILED: {exc}")
+        return False
+    name = user.get("username") or user.get("id") or "?"
+    attached = "with" if post.get("file_ids") else "WITHOUT"
+    click.echo(
+        f"Mattermost: OK, posted a test alert {attached} its report to {where} as @{name} "
+        f"(post {post.get('id')})"
+    )
+    waiting = alerts.spool.count()
+    if waiting:
+        delivered, left = alerts.replay()
+        click.echo(
+            f"Mattermost spool {alerts.spool.folder}: {waiting} alert(s) were waiting; "
+            f"{delivered} sent, {left} left."
+        )
+    return True

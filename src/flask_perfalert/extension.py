@@ -12,13 +12,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from flask import Flask, current_app, has_app_context, has_request_context
+from typing_extensions import Unpack
 
+from ._folders import prepare_folders
+from ._options import PerfAlertOptions
+from .cli import perfalert_cli
 from .monitor import AppMonitor
 from .profiling import session as profile_session
 from .profiling.sampler import SAMPLER
 from .profiling.state import ACTIVE, InFlight, TimerState, WatchCall, request_on, request_with
 from .profiling.timer import install_timer, stop_profiler, timer_state, watch_record
-from .settings import PerfAlertSettings, load_settings
+from .settings import PerfAlertSettings, check_options, load_settings
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -39,7 +43,8 @@ class PerfAlert:
         fake one).
     :param options: settings by field name (``threshold_seconds=0.3``); they
         beat ``app.config``, which beats ``PERFALERT_*`` environment variables,
-        which beat the defaults. See :doc:`/configuration` for every key.
+        which beat the defaults. See :doc:`/configuration` for every key. A
+        name that is not a setting raises :exc:`TypeError`.
 
     One instance can serve several apps, each with its own settings.
     """
@@ -49,9 +54,12 @@ class PerfAlert:
         app: Flask | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        **options: Any,
+        **options: Unpack[PerfAlertOptions],
     ) -> None:
-        self._options = options
+        check_options(options)
+        self._options: dict[str, Any] = dict(options)
+        #: Names of the functions watched so far (keys of ENDPOINT_THRESHOLDS may name them).
+        self._watched: set[str] = set()
         self._clock = clock
         self._monitors: weakref.WeakKeyDictionary[Flask, AppMonitor] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -65,7 +73,8 @@ class PerfAlert:
         Reads every ``PERFALERT_*`` key of ``app.config`` and the environment,
         once. Calling it again on the same app re-reads the settings.
         """
-        loaded = load_settings(app.config, self._options)
+        loaded = load_settings(app.config, self._options, app=app)
+        prepare_folders(loaded.settings, loaded.sources, loaded.folders)
         other = app.extensions.get(EXTENSION_KEY)
         if other is not None and other is not self:
             # Two instances on one app would both alert (two reports, two posts).
@@ -78,7 +87,7 @@ class PerfAlert:
             if previous is not None:
                 previous.disconnect(app)
                 previous.close()
-            monitor = AppMonitor(app, loaded, self._clock)
+            monitor = AppMonitor(app, loaded, self._clock, watched=self._watched)
             self._monitors[app] = monitor
         app.extensions[EXTENSION_KEY] = self
         monitor.connect(app)
@@ -119,8 +128,6 @@ class PerfAlert:
         monitor.attach(state)
 
     def _register_cli(self, app: Flask) -> None:
-        from .cli import perfalert_cli
-
         if "perfalert" not in app.cli.commands:
             app.cli.add_command(perfalert_cli)
 
@@ -174,6 +181,7 @@ class PerfAlert:
 
     def _decorate(self, func: F, threshold: float | None) -> F:
         name, code = _name_and_code(func)
+        self._watched.add(name)
         perf = self
 
         if inspect.iscoroutinefunction(func):

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +33,7 @@ from ._request_info import (
     request_params,
     request_url,
 )
+from ._routes import resolve_thresholds, warn_unmatched_settings
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
 from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
@@ -56,10 +57,18 @@ alert_logger = logging.getLogger("flask_perfalert.alerts")
 class AppMonitor:
     """The monitoring state of one app (kept by the extension, keyed by the app)."""
 
-    def __init__(self, app: Flask, loaded: LoadedSettings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        loaded: LoadedSettings,
+        clock: Callable[[], float],
+        watched: Collection[str] = (),
+    ) -> None:
         settings = loaded.settings
         self.settings = settings
         self.sources = loaded.sources
+        #: How the app's default folders were chosen (for ``flask perfalert config``).
+        self.folders = loaded.folders
         self.clock = clock
         self._app = weakref.ref(app)
         self.policy = ProfilingPolicy(settings)
@@ -67,7 +76,13 @@ class AppMonitor:
         self.stats = Stats()
         self.window_seconds = settings.alert_window_days * 86400
         self.threshold = settings.threshold_seconds
-        self.endpoint_thresholds = dict(settings.endpoint_thresholds)
+        #: The names of the functions watched so far (the extension adds to it).
+        self.watched = watched
+        # URL-rule keys resolved with the routes known now; again once the app serves.
+        self.endpoint_thresholds = resolve_thresholds(
+            app, settings.endpoint_thresholds, watched
+        ).by_name
+        self.routes_checked = False
         self.excluded_endpoints = frozenset(
             item for item in settings.exclude if not item.startswith("/")
         )
@@ -109,7 +124,8 @@ class AppMonitor:
 
     def attach(self, timer: TimerState) -> None:
         """Measure with ``timer``, the state of the app's installed request timer."""
-        timer.use(self.settings, self.policy, self.stats, self.finish)
+        timer.use(self.settings, self.policy, self.stats, self.finish, self.first_request)
+        timer.set_endpoint_thresholds(self.endpoint_thresholds)
         # Weakly: the timer holds the app's wsgi_app, and the extension keeps
         # monitors by weak reference to their app.
         self._timer = weakref.ref(timer)
@@ -133,6 +149,35 @@ class AppMonitor:
             self.store.close()
         except Exception:
             logger.warning("Closing the alert store failed", exc_info=True)
+
+    def routes_known(self, app: Flask) -> None:
+        """Resolve URL-rule thresholds with every route, and warn about keys matching none.
+
+        Run once the app serves (its routes are complete), off the request path.
+        """
+        self.routes_checked = True
+        resolved = resolve_thresholds(app, self.settings.endpoint_thresholds, self.watched)
+        self.endpoint_thresholds = resolved.by_name
+        timer = self.timer
+        if timer is not None:
+            timer.set_endpoint_thresholds(self.endpoint_thresholds)
+        warn_unmatched_settings(app, self.settings, self.watched)
+
+    def first_request(self) -> None:
+        """This process serves its first request: check the routes, off the request path."""
+        if self.routes_checked:
+            return
+        self.routes_checked = True
+        app = self.app
+        names_endpoints = self.settings.endpoint_thresholds or any(
+            not item.startswith("/") for item in self.settings.exclude
+        )
+        if app is None or not names_endpoints:  # nothing to check: no work, no thread
+            return
+        if app.testing:
+            self.routes_known(app)
+        else:
+            EVENTS.submit(_RoutesKnown(self, app))
 
     def threshold_for(self, endpoint: str | None) -> float:
         if endpoint is None:
@@ -193,6 +238,8 @@ class AppMonitor:
         if request is None:
             assert record.environ is not None
             request = _request_from_environ(app, record.environ)
+        if not self.routes_checked:  # an app whose first request came after the sampler's
+            self.routes_known(app)
         rule = getattr(request, "url_rule", None)
         endpoint = rule.endpoint if rule is not None else None
         duration = end - record.start
@@ -323,6 +370,22 @@ class _HandOn:
         except IndexError:
             return
         EVENTS.submit(_Finished(self.monitor, self.record, self.end))
+
+
+class _RoutesKnown:
+    """A job of the events thread: the routes are complete, check the settings."""
+
+    description = "the check of the settings against the routes"
+
+    def __init__(self, monitor: AppMonitor, app: Flask) -> None:
+        self.monitor = monitor
+        self.app = app
+
+    def run(self) -> None:
+        self.monitor.routes_known(self.app)
+
+    def abandon(self, reason: str) -> None:
+        pass
 
 
 class _Finished:

@@ -8,7 +8,10 @@ command and the unknown-key check are all generated from this model.
 Values come from four places, highest precedence first: keyword options given
 to :class:`~flask_perfalert.PerfAlert`, ``app.config``, environment variables,
 and the defaults. A bad value never stops the app: it is replaced by the
-default and a warning naming the key and the value is logged.
+default and a warning naming the key, the value and the default is logged.
+
+The folders and the store default to places of the app's own: the data
+folder that ``_folders`` chooses for the app, and inside it.
 """
 
 from __future__ import annotations
@@ -17,16 +20,26 @@ import difflib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._folders import FolderDefaults, app_folder, in_app_folder
 from .storage import masked_uri
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -36,9 +49,50 @@ MASK = "**********"
 #: Where a value came from, as reported by :func:`load_settings`.
 Source = Literal["option", "app.config", "environment", "default"]
 
+#: Bounds of the numbers: beyond them a value costs the app time or disk, or
+#: means nothing (a threshold of a week). Each is named in the reference.
+MAX_THRESHOLD = 86_400.0
+#: A shorter window turns every slow request into a report and a post.
+MIN_WINDOW_DAYS = 0.001
+MAX_DAYS = 3650.0
+#: pyinstrument's own default interval; every sample costs the app a stack walk.
+MIN_SAMPLE_INTERVAL = 0.001
+#: The sampler may use at most this share of the process's time.
+MAX_OVERHEAD_LIMIT = 0.25
+#: Every report written lists the folder to prune it.
+MAX_FILES = 100_000
+#: A Mattermost call holds the delivery thread (and the exit) for this long at most.
+MAX_TIMEOUT = 60.0
+MAX_RETRIES = 10
 
-def _default_file_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "flask-perfalert"
+#: Fields where an empty string means an empty collection, not a mistake.
+_EMPTY_IS_EMPTY = frozenset({"endpoint_thresholds", "exclude", "redact_keys"})
+_DATA_DIR = PREFIX + "DATA_DIR"
+_IN_APP_FOLDER = frozenset(in_app_folder(Path()))
+
+Threshold = Annotated[float, Field(gt=0, le=MAX_THRESHOLD)]
+Name = Annotated[str, Field(min_length=1)]
+
+
+# Without an app (``PerfAlertSettings()`` alone): this user's folder in the temp directory.
+def _no_app_data_dir() -> Path:
+    return FolderDefaults().data_dir
+
+
+def _no_app(name: str) -> Any:
+    return in_app_folder(app_folder(_no_app_data_dir(), None))[name]
+
+
+def _no_app_file_dir() -> Path:
+    return Path(_no_app("file_dir"))
+
+
+def _no_app_spool_dir() -> Path:
+    return Path(_no_app("spool_dir"))
+
+
+def _no_app_storage_uri() -> str:
+    return str(_no_app("storage_uri"))
 
 
 class PerfAlertSettings(BaseSettings):
@@ -66,17 +120,19 @@ class PerfAlertSettings(BaseSettings):
         description="Monitor requests at all. False means no timing, no profiling and "
         "no hooks doing work.",
     )
-    threshold_seconds: float = Field(
+    threshold_seconds: Threshold = Field(
         1.0,
-        gt=0,
         description="A request or watched function slower than this many seconds is slow.",
     )
-    endpoint_thresholds: dict[str, Annotated[float, Field(gt=0)]] = Field(
+    endpoint_thresholds: dict[Name, Threshold] = Field(
         default_factory=dict,
-        description="Per-endpoint thresholds in seconds, by Flask endpoint name (for a "
-        "watched function, its module-qualified name). Overrides the global threshold.",
+        description="Per-endpoint thresholds in seconds, overriding the global threshold. "
+        'A key is a Flask endpoint name (``"reports.export"``), a URL rule as registered '
+        '(``"/user/<int:id>"``; ``"/user/<id>"`` matches it too) or a watched function\'s '
+        "module-qualified name. A key that matches none of them is reported once the "
+        "routes are known (at the first request, and by ``flask perfalert config``).",
     )
-    exclude: list[str] = Field(
+    exclude: list[Name] = Field(
         default_factory=list,
         description='Never monitored: Flask endpoint names (``"static"``, matched exactly) '
         'and URL path glob patterns, which start with ``/`` (``"/health*"`` matches '
@@ -84,9 +140,18 @@ class PerfAlertSettings(BaseSettings):
     )
     alert_window_days: float = Field(
         10.0,
-        gt=0,
-        le=3650,
-        description="De-duplication window: one alert per method and endpoint per window.",
+        ge=MIN_WINDOW_DAYS,
+        le=MAX_DAYS,
+        description="De-duplication window: one alert per method and endpoint per window. "
+        "At least 0.001 days (86 seconds): a shorter window would alert on every slow request.",
+    )
+    data_dir: Path = Field(
+        default_factory=_no_app_data_dir,
+        description="Folder of this app's own data: the SQLite file of the default "
+        "``STORAGE_URI``, and the default ``FILE_DIR`` (``reports``) and ``SPOOL_DIR`` "
+        "(``spool``) inside it. Created with mode 0700 at start-up if missing; a folder "
+        "that cannot be written is reported then. Shared by every worker of the app on one "
+        "host, kept across restarts.",
     )
 
     # -- profiling --------------------------------------------------------
@@ -99,9 +164,10 @@ class PerfAlertSettings(BaseSettings):
     )
     sample_interval: float = Field(
         0.005,
-        gt=0,
+        ge=MIN_SAMPLE_INTERVAL,
         le=1.0,
-        description="Seconds between two samples of the sampling profiler.",
+        description="Seconds between two samples of the sampling profiler. At least "
+        "0.001: each sample costs the sampled request a stack walk.",
     )
     sample_after: float = Field(
         0.1,
@@ -112,29 +178,30 @@ class PerfAlertSettings(BaseSettings):
     )
     max_overhead: float = Field(
         0.05,
-        gt=0,
-        le=1,
+        ge=0.001,
+        le=MAX_OVERHEAD_LIMIT,
         description="Largest share of the process's time the sampler may use; above it "
-        "the sampler backs off (samples less often) and logs once.",
+        "the sampler backs off (samples less often) and logs once. At most 0.25.",
     )
 
     # -- file alerts --------------------------------------------------------
     file_enabled: bool = Field(True, description="Write an HTML report for each new slow event.")
     file_dir: Path = Field(
-        default_factory=_default_file_dir,
-        description="Folder for HTML reports (created, mode 0700, if missing). Default: "
-        "``flask-perfalert`` in the system temporary directory.",
+        default_factory=_no_app_file_dir,
+        description="Folder for HTML reports (created, mode 0700, when the first is "
+        "written). ``flask perfalert reports`` lists them.",
     )
     file_max_files: int = Field(
         1000,
         ge=1,
-        le=1_000_000_000,
+        le=MAX_FILES,
         description="Keep at most this many reports in ``FILE_DIR``; the oldest of the "
         "extension's own reports are removed first.",
     )
     file_max_age_days: float = Field(
         30.0,
-        gt=0,
+        ge=0.01,
+        le=MAX_DAYS,
         description="Remove the extension's own reports older than this many days.",
     )
 
@@ -157,27 +224,27 @@ class PerfAlertSettings(BaseSettings):
     mattermost_max_retries: int = Field(
         3,
         ge=0,
-        le=100,
+        le=MAX_RETRIES,
         description="Retries of one delivery on connection errors, timeouts, 5xx and 429.",
     )
     mattermost_timeout: float = Field(
         10.0,
-        gt=0,
-        le=600,
+        ge=0.1,
+        le=MAX_TIMEOUT,
         description="Seconds each HTTP call to Mattermost may take.",
     )
-    spool_dir: Path | None = Field(
-        None,
-        description="Folder where alerts whose delivery failed wait to be sent again. "
-        "Default: ``spool`` inside ``FILE_DIR``.",
+    spool_dir: Path = Field(
+        default_factory=_no_app_spool_dir,
+        description="Folder where Mattermost alerts wait until they are delivered.",
     )
 
     # -- shared de-duplication store -----------------------------------------
     storage_uri: str = Field(
-        "memory://",
-        description='Where the de-duplication window is kept: ``"memory://"`` (per '
-        'process), ``"sqlite:///path/to/perfalert.db"`` (all workers of one host), '
-        '``"redis://host:port/db"`` or ``"rediss://..."`` (several hosts).',
+        default_factory=_no_app_storage_uri,
+        description="Where the de-duplication window (and the counters of ``flask "
+        'perfalert stats``) is kept: ``"sqlite:///path/to/perfalert.db"`` (every worker '
+        'of one host, across restarts), ``"redis://host:port/db"`` or ``"rediss://..."`` '
+        '(several hosts), or ``"memory://"`` (each process on its own, forgotten at exit).',
     )
     storage_prefix: str = Field(
         "perfalert:",
@@ -185,12 +252,41 @@ class PerfAlertSettings(BaseSettings):
     )
 
     # -- privacy ------------------------------------------------------------
-    redact_keys: list[str] = Field(
+    redact_keys: list[Name] = Field(
         default_factory=list,
         description="More parameter and header names whose values are replaced with "
         '``"[Filtered]"``, matched case-insensitively as substrings, in addition to the '
         'built-in list (see :doc:`/security`). ``"*"`` hides every value.',
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_in_the_data_folder(cls, data: Any) -> Any:
+        # The report folder, spool and store not given (or None) live in the app's
+        # folder under DATA_DIR (load_settings names the app; alone, it is "app").
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        given = data.get("data_dir")
+        if given is None:
+            data["data_dir"] = given = _no_app_data_dir()
+        # Derived from a given folder as typed; a bad one is reported as itself.
+        base = Path(given) if isinstance(given, str | os.PathLike) else _no_app_data_dir()
+        for name, default in in_app_folder(app_folder(base, None)).items():
+            if data.get(name) is None:
+                data[name] = default
+        return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_empty_strings(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        if isinstance(value, str | SecretStr) and name not in _EMPTY_IS_EMPTY:
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if not text.strip():
+                # An empty PERFALERT_FILE_DIR would be the working directory.
+                raise ValueError("empty; leave the key unset to get the default")
+        return value
 
     @field_validator("endpoint_thresholds", mode="before")
     @classmethod
@@ -239,6 +335,20 @@ class PerfAlertSettings(BaseSettings):
         return out
 
 
+def check_options(options: Mapping[str, Any], caller: str = "PerfAlert()") -> None:
+    """Raise TypeError for an option that is not a setting, naming the closest one.
+
+    A misspelled keyword argument is a mistake in code, found when it runs,
+    the way Python reports one for any function.
+    """
+    fields = PerfAlertSettings.model_fields
+    for name in options:
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{caller} got an unexpected keyword argument {name!r}{hint}")
+
+
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -248,15 +358,18 @@ def _json(text: str) -> Any:
 
 @dataclass(frozen=True)
 class LoadedSettings:
-    """The validated settings and where each value came from."""
+    """The validated settings, where each value came from, and the app's default folders."""
 
     settings: PerfAlertSettings
     sources: dict[str, Source]
+    folders: FolderDefaults | None = None
 
 
 def _describe(value: Any, secret: bool) -> str:
     if secret:
         return MASK
+    if isinstance(value, Path):
+        value = str(value)
     try:
         text = repr(value)
     except Exception:  # a huge int (beyond int->str limits), an object whose repr fails
@@ -273,22 +386,24 @@ def load_settings(
     config: Mapping[str, Any],
     options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    app: Flask | None = None,
 ) -> LoadedSettings:
     """Validate the settings from ``options``, then ``config``, then ``environ``.
 
-    Never raises on user input: every invalid value is logged as a warning
-    naming its key and is replaced by the default; every unknown
-    ``PERFALERT_*`` key is logged with the closest known key.
+    With ``app``, the folders and the store default to the app's own (see
+    ``_folders``). Raises TypeError for an option that is not a setting (a
+    mistake in code); never raises on a value: every invalid value is logged
+    as a warning naming its key and the default that replaces it; every
+    unknown ``PERFALERT_*`` key is logged with the closest known key.
     """
     environ = os.environ if environ is None else environ
     options = dict(options or {})
+    check_options(options)
     keys = PerfAlertSettings.keys()
     fields = set(keys.values())
+    folders = FolderDefaults.of(app) if app is not None else None
 
-    for name in list(options):
-        if name not in fields:
-            _warn_unknown(f"option {name!r}", name.upper(), keys, prefix="")
-            del options[name]
     for key in config:
         if isinstance(key, str) and key.startswith(PREFIX) and key not in keys:
             _warn_unknown(f"app.config key {key}", key, keys)
@@ -311,7 +426,11 @@ def load_settings(
             sources[name] = "default"
 
     env_subset = {k: v for k, v in environ.items() if k in keys}
+    #: (field, which entry, where from, the value, why): logged once the defaults are known.
+    rejected: list[tuple[str, str, str, Any, str]] = []
     for _ in range(len(keys) + 1):
+        if folders is not None and "data_dir" not in init and _DATA_DIR not in env_subset:
+            init["data_dir"] = folders.data_dir  # decided only when no source gives one
         try:
             settings = _build(init, env_subset)
         except ValidationError as exc:
@@ -320,28 +439,40 @@ def load_settings(
                 name = str(error["loc"][0]) if error["loc"] else ""
                 if name not in fields:  # pragma: no cover - a model-level error
                     raise
-                default = PerfAlertSettings.model_fields[name].get_default(
-                    call_default_factory=True
-                )
                 secret = _is_secret(name)
                 # An entry of a mapping or list: say which one ("x" of {"x": -1}).
                 where = "".join(
                     f"[{_describe(part, secret)}]" for part in error["loc"][1:2] if not secret
                 )
-                logger.warning(
-                    "Invalid value for %s%s from %s: %s (%s); using the default %s instead.",
-                    PREFIX + name.upper(),
-                    where,
-                    origins[name],
-                    _describe(error.get("input"), secret),
-                    error["msg"],
-                    _describe(default, secret),
-                )
-                init[name] = default
+                rejected.append((name, where, origins[name], error.get("input"), error["msg"]))
+                init[name] = _default(name, folders)  # given: it beats the environment
                 sources[name] = "default"
             continue
-        return LoadedSettings(settings=settings, sources=sources)
+        if folders is not None:
+            own = in_app_folder(app_folder(settings.data_dir, folders.app_name))
+            update = {name: own[name] for name in own if sources[name] == "default"}
+            settings = settings.model_copy(update=update)
+        for name, where, origin, value, reason in rejected:
+            secret = _is_secret(name)
+            logger.warning(
+                "Invalid value for %s%s from %s: %s (%s); using the default %s instead.",
+                PREFIX + name.upper(),
+                where,
+                origin,
+                _describe(value, secret),
+                reason,
+                _describe(getattr(settings, name), secret),
+            )
+        return LoadedSettings(settings=settings, sources=sources, folders=folders)
     raise RuntimeError("settings did not converge")  # pragma: no cover
+
+
+def _default(name: str, folders: FolderDefaults | None) -> Any:
+    if name == "data_dir" and folders is not None:
+        return folders.data_dir
+    if name in _IN_APP_FOLDER:
+        return None  # the model puts it in the app's folder
+    return PerfAlertSettings.model_fields[name].get_default(call_default_factory=True)
 
 
 def _build(init: dict[str, Any], environ: Mapping[str, str]) -> PerfAlertSettings:
@@ -354,8 +485,7 @@ def _build(init: dict[str, Any], environ: Mapping[str, str]) -> PerfAlertSetting
     return PerfAlertSettings.model_validate(values)
 
 
-def _warn_unknown(what: str, key: str, keys: Mapping[str, str], prefix: str = PREFIX) -> None:
-    candidates = list(keys) if prefix else [k[len(PREFIX) :] for k in keys]
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0].lower() if not prefix else close[0]}?" if close else ""
+def _warn_unknown(what: str, key: str, keys: Mapping[str, str]) -> None:
+    close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
     logger.warning("Unknown Flask-PerfAlert %s is ignored%s", what, hint)

@@ -50,6 +50,8 @@ COUNTS = (
     "slow",
     "alerted",
     "suppressed",
+    "reports_written",
+    "report_failures",
     "delivered",
     "delivery_failures",
     "spooled",
@@ -74,6 +76,10 @@ class Stats:
     slow: int = 0
     alerted: int = 0
     suppressed: int = 0
+    #: File reports written, and not written (the disk said no).
+    reports_written: int = 0
+    report_failures: int = 0
+    #: Mattermost posts made.
     delivered: int = 0
     delivery_failures: int = 0
     spooled: int = 0
@@ -125,6 +131,8 @@ class Stats:
             "slow": self.slow,
             "alerted": self.alerted,
             "suppressed": self.suppressed,
+            "reports_written": self.reports_written,
+            "report_failures": self.report_failures,
             "delivered": self.delivered,
             "delivery_failures": self.delivery_failures,
             "spooled": self.spooled,

@@ -220,6 +220,8 @@ def pytest_fixture_setup(
         report_dir = config.getoption("perfalert_report_dir")
         if report_dir:
             options["file_dir"] = report_dir
+            # The alert window of this run alone (on defaults it outlives the process).
+            options["data_dir"] = f"{report_dir}-data"
         PerfAlert(value, **options)
         RECORDER.apps_by_fixture[fixturedef.argname] += 1
     return value

@@ -87,9 +87,11 @@ class FileAlerts:
             # cost the report.
             path = self._write_atomic(report_name(event), html.encode("utf-8", "replace"))
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in FILE_DIR
+            self.monitor.stats.add("report_failures")
             self.monitor.stats.add("dropped")
             self.warn(f"Could not write the report for {event.summary()} to {self.folder}: {exc}")
             return None
+        self.monitor.stats.add("reports_written")
         self.prune()
         return path
 

@@ -46,6 +46,7 @@ class TimerState:
         "wrapped",
         "policy",
         "finish",
+        "first_request",
         "stats",
         "threshold",
         "endpoint_thresholds",
@@ -68,17 +69,20 @@ class TimerState:
         STATES.add(self)
 
     def use(
-        self, settings: PerfAlertSettings, policy: ProfilingPolicy, stats: Stats, finish: Finish
+        self,
+        settings: PerfAlertSettings,
+        policy: ProfilingPolicy,
+        stats: Stats,
+        finish: Finish,
+        first_request: Callable[[], None] | None = None,
     ) -> None:
         self.policy = policy
         self.finish = finish
+        #: Called once when the process starts serving (the sampler starts).
+        self.first_request = first_request
         self.stats = stats
         self.threshold = settings.threshold_seconds
-        self.endpoint_thresholds = dict(settings.endpoint_thresholds)
-        self.min_threshold = min([self.threshold, *self.endpoint_thresholds.values()])
         self.sample_after = settings.sample_after
-        #: Seconds into any work before it may need sampling (the earliest arm point).
-        self.min_arm_delay = self.min_threshold * self.sample_after
         self.samples = policy.samples
         self.excluded_endpoints = frozenset(
             item for item in settings.exclude if not item.startswith("/")
@@ -89,6 +93,14 @@ class TimerState:
             re.compile("|".join(fnmatch.translate(g) for g in globs)).match if globs else None
         )
         self.pyinstrument = policy.mode == "pyinstrument"
+        self.set_endpoint_thresholds(settings.endpoint_thresholds)
+
+    def set_endpoint_thresholds(self, by_endpoint: dict[str, float]) -> None:
+        """The thresholds by endpoint name (URL-rule keys resolved to endpoints)."""
+        self.endpoint_thresholds = dict(by_endpoint)
+        self.min_threshold = min([self.threshold, *self.endpoint_thresholds.values()])
+        #: Seconds into any work before it may need sampling (the earliest arm point).
+        self.min_arm_delay = self.min_threshold * self.sample_after
         # With pyinstrument every request has a profiler to stop: treat all as notable.
         if self.pyinstrument:
             self.min_threshold = 0.0

@@ -145,10 +145,12 @@ def install_timer(
 def start_sampler(sampler: Sampler) -> None:
     """Start this process's sampler; under green threads, requests note their greenlet."""
     threads = sampler.start()
-    if threads.green is not None:
-        for state in list(STATES):
+    for state in list(STATES):
+        if threads.green is not None:
             state.green = True
             state._refresh()
+        if state.first_request is not None:
+            state.first_request()
 
 
 def _begin_special(record: InFlight) -> bool:
