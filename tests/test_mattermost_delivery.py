@@ -24,9 +24,9 @@ from flask_perfalert import PerfAlert
 from flask_perfalert._delivery import DELIVERY
 from flask_perfalert.alerts import mattermost as mm
 from flask_perfalert.alerts.mattermost import WORKER
-from flask_perfalert.alerts.mattermost_address import parse_server_url
-from flask_perfalert.alerts.mattermost_client import MattermostClient
-from flask_perfalert.alerts.mattermost_worker import MattermostWorker
+from flask_perfalert.alerts.mattermost.address import parse_server_url
+from flask_perfalert.alerts.mattermost.client import MattermostClient
+from flask_perfalert.alerts.mattermost.worker import MattermostWorker
 
 HERE = Path(__file__).parent
 
@@ -500,7 +500,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from flask import Flask
 from flask_perfalert import PerfAlert
-from flask_perfalert.alerts import mattermost_worker
+from flask_perfalert.alerts.mattermost import worker as mattermost_worker
 mattermost_worker.EXIT_FLUSH_SECONDS = 1.0
 app = Flask("exit")
 app.config.update(
@@ -559,7 +559,7 @@ THREAD_SCRIPT = """
 import os, sys, threading, time
 from flask import Flask
 from flask_perfalert import PerfAlert
-from flask_perfalert.alerts.mattermost_worker import WORKER
+from flask_perfalert.alerts.mattermost.worker import WORKER
 app = Flask("threads")
 app.config.update(
     PERFALERT_FILE_DIR={reports!r}, PERFALERT_THRESHOLD_SECONDS=0.05,

@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_perfalert import SlowRequestEvent
-from flask_perfalert.alerts.mattermost_address import parse_server_url
-from flask_perfalert.alerts.mattermost_client import scrub
-from flask_perfalert.alerts.mattermost_message import MAX_MESSAGE_CHARS, code, format_message
-from flask_perfalert.alerts.spool import Spool
+from flask_perfalert.alerts.mattermost.address import parse_server_url
+from flask_perfalert.alerts.mattermost.client import scrub
+from flask_perfalert.alerts.mattermost.message import MAX_MESSAGE_CHARS, code, format_message
+from flask_perfalert.alerts.mattermost.spool import Spool
 
 MENTION = re.compile(r"(?<![\w@])[@~\uff20][\w.\-]")
 

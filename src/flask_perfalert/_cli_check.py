@@ -86,8 +86,8 @@ def _check_file(monitor: Any) -> bool:
 
 
 def _check_mattermost(monitor: Any) -> bool:
-    from .alerts.mattermost_address import configuration_problems
-    from .alerts.mattermost_client import MattermostError
+    from .alerts.mattermost.address import configuration_problems
+    from .alerts.mattermost.client import MattermostError
 
     problems = configuration_problems(monitor.settings)
     alerts = monitor.mattermost_alerts

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import requests
 
-from ..settings import MASK
-from .mattermost_address import ServerAddress
+from ...settings import MASK
+from .address import ServerAddress
 
 _DRIVER_LOGGERS = ("mattermostdriver", "mattermostdriver.api", "mattermostdriver.websocket")
 

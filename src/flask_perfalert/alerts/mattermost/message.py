@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..events import SlowRequestEvent
+    from ...events import SlowRequestEvent
 
 #: Mattermost servers before 5.0 refuse posts longer than this (in characters).
 MAX_MESSAGE_CHARS = 4000

@@ -17,8 +17,8 @@ import time
 import weakref
 from typing import Protocol
 
-from .. import _delivery
-from .._delivery import DeliveryWorker, Job
+from ... import _delivery
+from ..._delivery import DeliveryWorker, Job
 
 logger = logging.getLogger("flask_perfalert")
 

@@ -42,16 +42,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .file import report_name
-from .mattermost_address import ServerAddress, configuration_problems, parse_server_url
-from .mattermost_client import MattermostClient, MattermostError
-from .mattermost_message import format_message, report_note
-from .mattermost_worker import WORKER
+from ..file import report_name
+from .address import ServerAddress, configuration_problems, parse_server_url
+from .client import MattermostClient, MattermostError
+from .message import format_message, report_note
 from .spool import Spool, SpoolEntry
+from .worker import WORKER
 
 if TYPE_CHECKING:
-    from .._monitor import AppMonitor
-    from ..events import SlowRequestEvent
+    from ..._monitor import AppMonitor
+    from ...events import SlowRequestEvent
 
 logger = logging.getLogger("flask_perfalert")
 
