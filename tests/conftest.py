@@ -12,7 +12,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
-from flask_perfalert._delivery import DELIVERY
 from flask_perfalert._sampler import SAMPLER
 
 
@@ -83,7 +82,6 @@ def _fail_on_swallowed_errors(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
-    DELIVERY.wait_idle(10)
     if request.node.get_closest_marker("allow_internal_errors") is None and handler.records:
         messages = "\n".join(
             f"{r.getMessage()}\n{logging.Formatter().formatException(r.exc_info)}"
@@ -129,10 +127,16 @@ def events(app: Flask) -> Iterator[list[SlowRequestEvent]]:
 
 @pytest.fixture
 def wait_delivery() -> Any:
-    """Wait until the delivery worker has run every queued alert job."""
+    """Wait until the alerts of the requests made so far are on disk.
+
+    The file subscriber writes its report on the thread that sends the signal,
+    which under the test client is the caller's: when ``client.get()`` returns
+    the report is written, and there is nothing left to wait for. Kept so that
+    tests say where they rely on delivery having happened.
+    """
 
     def wait(timeout: float = 10.0) -> None:
-        assert DELIVERY.wait_idle(timeout), "delivery worker did not finish in time"
+        pass
 
     return wait
 

@@ -15,8 +15,8 @@ alert gets through and the spool follows it, so all nine are delivered in the
 end: every post comes from the spool or straight from an event, and both are
 searched.
 
-Delivery of the nine alerts is waited for on the Mattermost worker's thread
-(not ``DELIVERY``), with a bound.
+Delivery of the nine alerts is waited for on the Mattermost worker's thread,
+with a bound.
 """
 
 from __future__ import annotations

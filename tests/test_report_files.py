@@ -284,22 +284,27 @@ def test_retention_removes_temporary_files_a_crash_left_behind(
     assert not stale.exists() and fresh.exists()
 
 
-def test_retention_runs_on_the_delivery_worker(
-    app: Flask, report_dir: Path, wait_delivery: Any, monkeypatch: pytest.MonkeyPatch
+def test_retention_runs_after_each_report_where_it_is_written(
+    app: Flask, report_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: list[str] = []
-    real_prune = FileAlerts.prune
+    written_on: list[int] = []
+    pruned_on: list[int] = []
+    real_write, real_prune = FileAlerts.write, FileAlerts.prune
+
+    def write(self: FileAlerts, event: SlowRequestEvent) -> Path | None:
+        written_on.append(threading.get_ident())
+        return real_write(self, event)
 
     def prune(self: FileAlerts) -> None:
-        threads.append(threading.current_thread().name)
+        pruned_on.append(threading.get_ident())
         real_prune(self)
 
+    monkeypatch.setattr(FileAlerts, "write", write)
     monkeypatch.setattr(FileAlerts, "prune", prune)
     app.add_url_rule("/", "index", lambda: "ok")
     PerfAlert(app, threshold_seconds=1e-6, profiler="none")
     app.test_client().get("/")
-    wait_delivery()
-    assert threads == ["flask-perfalert-delivery"]
+    assert pruned_on == written_on and len(pruned_on) == 1
 
 
 # -- disk trouble -----------------------------------------------------------------------------

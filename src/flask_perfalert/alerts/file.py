@@ -1,7 +1,8 @@
 """The file subscriber: one HTML report per new slow event, in ``PERFALERT_FILE_DIR``.
 
-Files are written off the request path by the delivery worker, atomically
-(a temporary file renamed into place), with mode 0600. Their names carry the
+The subscriber writes the report itself, on the thread that sends the signal
+(which runs after the response was sent, never in a request), atomically (a
+temporary file renamed into place), with mode 0600. Their names carry the
 time, a safe form of the endpoint and the event id, so they never collide and
 never leave the folder. Old reports are removed by count and by age; only
 regular files whose names this module made are ever touched. A folder that
@@ -21,8 +22,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from .._delivery import DELIVERY
 
 if TYPE_CHECKING:
     from .._monitor import AppMonitor
@@ -75,7 +74,7 @@ class FileAlerts:
     def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
         if event.duplicate:
             return
-        DELIVERY.submit(_FileJob(self, event))
+        self.write(event)
 
     def write(self, event: SlowRequestEvent) -> Path | None:
         """Write the report now; the path, or None after logging why not."""
@@ -139,7 +138,7 @@ class FileAlerts:
     def prune(self) -> None:
         """Remove reports beyond ``FILE_MAX_FILES`` and older than ``FILE_MAX_AGE_DAYS``.
 
-        Runs on the delivery worker after each report. Only regular files named
+        Runs after each report is written. Only regular files named
         like this module's reports count (never links, folders or other files),
         and temporary files a crashed process left behind.
         """
@@ -170,17 +169,3 @@ class FileAlerts:
                     path.unlink()
             except OSError:
                 continue
-
-
-class _FileJob:
-    def __init__(self, alerts: FileAlerts, event: SlowRequestEvent) -> None:
-        self.alerts = alerts
-        self.event = event
-        self.description = f"file report for {event.key}"
-
-    def run(self) -> None:
-        self.alerts.write(self.event)
-
-    def abandon(self, reason: str) -> None:
-        self.alerts.monitor.stats.add("dropped")
-        logger.warning("Report for %s not written: %s", self.event.summary(), reason)

@@ -1,11 +1,11 @@
 """Mattermost's own delivery thread: a bounded queue, and the spool replay timer.
 
-A :class:`~flask_perfalert._delivery.DeliveryWorker` (jobs never block the
+A :class:`~flask_perfalert.alerts.delivery.DeliveryWorker` (jobs never block the
 caller; a full queue abandons the job; the thread starts with the first job and
 again in a forked child; queued jobs get a bounded time at interpreter exit)
 whose thread also wakes up when a spool replay is due, so a replay timer costs
-no thread of its own. It is separate from the file reports' worker so that a
-Mattermost that hangs never holds up, or loses at exit, a file report.
+no thread of its own. File reports never wait for it: they are written by the
+thread that sends the signal, so a Mattermost that hangs never holds one up.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import time
 import weakref
 from typing import Protocol
 
-from ... import _delivery
-from ..._delivery import DeliveryWorker, Job
+from .. import delivery
+from ..delivery import DeliveryWorker, Job
 
 logger = logging.getLogger("flask_perfalert")
 
 #: Seconds queued alerts get at interpreter exit before the rest is spooled.
-EXIT_FLUSH_SECONDS = _delivery.EXIT_FLUSH_SECONDS
+EXIT_FLUSH_SECONDS = delivery.EXIT_FLUSH_SECONDS
 
 
 class Replayable(Protocol):

@@ -1,10 +1,11 @@
-"""Off the request path: a bounded queue of alert jobs and one worker thread.
+"""The base of a delivery thread: a bounded queue of jobs and one worker thread.
 
-The thread is started only when the first job arrives, so a gunicorn sync
-worker that never alerts never gets a thread (a process that has ever started
-a thread stays slower). It is started afresh in a forked child. At interpreter
-exit, jobs still queued get a bounded time to finish; what is left is handed
-back to each job's ``abandon``, which spools or logs it, so no alert vanishes.
+Mattermost's worker (:mod:`.mattermost.worker`) is one. The thread is started
+only when the first job arrives, so a gunicorn sync worker that never alerts
+never gets a thread (a process that has ever started a thread stays slower).
+It is started afresh in a forked child. At interpreter exit, jobs still queued
+get a bounded time to finish; what is left is handed back to each job's
+``abandon``, which keeps or logs it, so no alert vanishes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 import time
 from typing import Protocol
 
-from ._sampler import keep_sampling_signal_off_this_thread
+from .._sampler import keep_sampling_signal_off_this_thread
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -128,6 +129,3 @@ class DeliveryWorker:
                 job.abandon("the process exited before it could run")
             self._queue.task_done()
         self._closing = False
-
-
-DELIVERY = DeliveryWorker()
