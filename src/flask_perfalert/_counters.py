@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._stats import Stats
+    from .storage import Store
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -183,16 +184,15 @@ class CounterFlusher:
             )
 
 
-def share_counters(stats: Stats, store: Any, app_key: str) -> CounterFlusher | None:
+def share_counters(stats: Stats, store: Store, app_key: str) -> CounterFlusher | None:
     """Send ``stats`` to ``store`` if it sums counters of every worker, else None."""
-    add = getattr(store, "add_counters", None)
-    if not callable(add) or not callable(getattr(store, "counters", None)):
+    if not store.shared:
         return None  # memory://: each process's own counters only
 
     def sink(deltas: Mapping[str, float], batch: tuple[str, int], final: bool) -> bool:
-        return add(app_key, deltas, batch, retry_now=final) is not False
+        return store.add_counters(app_key, deltas, batch, retry_now=final)
 
-    return CounterFlusher(stats, sink, str(getattr(store, "description", "the store")))
+    return CounterFlusher(stats, sink, store.description)
 
 
 def summed_snapshot(values: Mapping[str, float]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from ._stats import Stats
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
 from .signals import perf_slow_request
-from .storage import AlertStore, MemoryStore, open_store
+from .storage import MemoryStore, Store, open_store
 
 if TYPE_CHECKING:
     from .alerts.mattermost import MattermostAlerts
@@ -106,7 +106,7 @@ class AppMonitor:
             if self.mattermost_alerts is not None:
                 self.subscribers.append(self.mattermost_alerts.on_slow_request)
 
-    def _open_store(self) -> AlertStore:
+    def _open_store(self) -> Store:
         settings = self.settings
         if not settings.enabled:  # nothing to de-duplicate: no connection either
             return MemoryStore(prefix=settings.storage_prefix, clock=self.clock)

@@ -21,7 +21,7 @@ from flask.cli import with_appcontext
 
 from . import _counters
 from .settings import PREFIX
-from .storage._counting import WORKERS_RECENT
+from .storage.base import WORKERS_RECENT
 
 
 def _extension() -> Any:
@@ -245,10 +245,9 @@ def collect_stats(ext: Any) -> tuple[str, dict[str, Any]]:
     docs/deployment.rst) is preferred; otherwise these are this process's own.
     """
     monitor = ext._monitor()
-    shared = getattr(monitor.store, "counters", None)
-    if callable(shared):
+    if monitor.store.shared:
         try:
-            data = _counters.summed_snapshot(shared(monitor.app_key))
+            data = _counters.summed_snapshot(monitor.store.counters(monitor.app_key))
         except Exception as exc:
             raise click.ClickException(
                 f"Could not read the counters from {monitor.store.description}: {exc}"

@@ -23,10 +23,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
-from ._counting import Batch
 from ._fork import renew_locks_after_fork
+from .base import Batch, Store
 from .memory import MemoryStore
 
 logger = logging.getLogger("flask_perfalert")
@@ -40,35 +39,22 @@ WARN_INTERVAL = 300.0
 MAX_PENDING = 100
 
 
-class SharedStore(Protocol):
-    description: str
-
-    def claim(self, key: str, window_seconds: float) -> bool: ...
-
-    def add_counters(
-        self, app_key: str, deltas: Mapping[str, float], batch: Batch | None = None
-    ) -> None: ...
-
-    def counters(self, app_key: str) -> dict[str, float]: ...
-
-    def prepare(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class FallbackStore:
-    """Wraps a shared store; never raises from ``claim``."""
+    """Wraps a shared store; never raises."""
+
+    shared = True
 
     def __init__(
         self,
-        shared: SharedStore,
+        store: Store,
         prefix: str = "",
         clock: Callable[[], float] = time.time,
         prepare: bool = True,
     ) -> None:
-        self.shared = shared
+        #: The shared store (SQLite, Redis) this one falls back from.
+        self.store = store
         self.clock = clock
-        self.description = shared.description
+        self.description = store.description
         self.memory = MemoryStore(prefix=prefix, clock=clock)
         #: True while the shared store is not used (after a failure, until it answers).
         self.degraded = False
@@ -81,10 +67,14 @@ class FallbackStore:
         self._lock = threading.Lock()
         renew_locks_after_fork(self, "_lock")
         if prepare:
-            try:
-                shared.prepare()
-            except Exception as exc:
-                self._failed(exc, self.clock())
+            self.prepare()
+
+    def prepare(self) -> None:
+        """Check the shared store now; a failure starts the fallback (never raises)."""
+        try:
+            self.store.prepare()
+        except Exception as exc:
+            self._failed(exc, self.clock())
 
     def claim(self, key: str, window_seconds: float) -> bool:
         now = self.clock()
@@ -99,7 +89,7 @@ class FallbackStore:
         try:
             if probing:
                 self._hand_over(now)
-            won = self.shared.claim(key, window_seconds)
+            won = self.store.claim(key, window_seconds)
         except Exception as exc:
             with self._lock:
                 self._failed(exc, now)
@@ -134,7 +124,7 @@ class FallbackStore:
         try:
             if probing:
                 self._hand_over(now)
-            self.shared.add_counters(app_key, deltas, batch)
+            self.store.add_counters(app_key, deltas, batch)
         except Exception as exc:
             with self._lock:
                 self._failed(exc, now)
@@ -145,11 +135,11 @@ class FallbackStore:
 
     def counters(self, app_key: str) -> dict[str, float]:
         """Every worker's counters of the app, read from the shared store (raises if away)."""
-        return self.shared.counters(app_key)
+        return self.store.counters(app_key)
 
     def close(self) -> None:
         try:
-            self.shared.close()
+            self.store.close()
         except Exception:
             logger.debug("Closing %s failed", self.description, exc_info=True)
 
@@ -202,7 +192,7 @@ class FallbackStore:
             while pending:
                 key, expires = next(iter(pending.items()))
                 if expires > now:
-                    self.shared.claim(key, expires - now)
+                    self.store.claim(key, expires - now)
                 del pending[key]
         except BaseException:
             with self._lock:

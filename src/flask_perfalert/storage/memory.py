@@ -1,13 +1,17 @@
-"""The per-process store: a bounded dict of key -> expiry."""
+"""The per-process store: a bounded dict of key -> expiry.
+
+It keeps no counters: each process's own are in its ``perf.stats()``.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ._fork import renew_locks_after_fork
+from .base import Batch
 
 #: Keys kept at most; the oldest claims are forgotten first.
 MAX_KEYS = 10_000
@@ -15,6 +19,7 @@ MAX_KEYS = 10_000
 
 class MemoryStore:
     description = "memory:// (this process only)"
+    shared = False
 
     def __init__(self, prefix: str = "", clock: Callable[[], float] = time.time) -> None:
         self.prefix = prefix
@@ -44,6 +49,22 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._expiry)
+
+    def add_counters(
+        self,
+        app_key: str,
+        deltas: Mapping[str, float],
+        batch: Batch | None = None,
+        *,
+        retry_now: bool = False,
+    ) -> bool:
+        return False  # not shared: nothing to sum
+
+    def counters(self, app_key: str) -> dict[str, float]:
+        return {}
+
+    def prepare(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -32,8 +32,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._counting import COUNTER_TTL, SENDER_TTL, WORKERS_RECENT, WORKERS_SEEN, Batch
 from ._fork import renew_locks_after_fork
+from .base import COUNTER_TTL, SENDER_TTL, WORKERS_RECENT, WORKERS_SEEN, Batch
 
 if TYPE_CHECKING:
     import redis as redis_module
@@ -72,7 +72,7 @@ if apply then
   for i = 6, #ARGV, 2 do
     redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
   end
-  redis.call('HSETNX', KEYS[1], 'since', ARGV[3])  -- _counting.SINCE
+  redis.call('HSETNX', KEYS[1], 'since', ARGV[3])  -- base.SINCE
 end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if apply then return 1 end
@@ -98,6 +98,8 @@ def redact_uri(uri: str) -> str:
 
 class RedisStore:
     """Claims kept in Redis, shared by every process of every host that uses it."""
+
+    shared = True
 
     def __init__(
         self,
@@ -164,8 +166,13 @@ class RedisStore:
         return bool(client.set(self.prefix + key, owner, nx=True, px=millis))
 
     def add_counters(
-        self, app_key: str, deltas: Mapping[str, float], batch: Batch | None = None
-    ) -> None:
+        self,
+        app_key: str,
+        deltas: Mapping[str, float],
+        batch: Batch | None = None,
+        *,
+        retry_now: bool = False,
+    ) -> bool:
         """Add ``deltas`` to the app's counters, atomically; raises on failure.
 
         A ``batch`` already applied for its sender is not added again.
@@ -181,6 +188,7 @@ class RedisStore:
             client.evalsha(_ADD_COUNTERS_SHA, len(keys), *keys, *args)
         except self._redis.exceptions.NoScriptError:
             client.eval(_ADD_COUNTERS, len(keys), *keys, *args)  # also caches it
+        return True
 
     def counters(self, app_key: str) -> dict[str, float]:
         """Every process's counters of the app, summed; ``{}`` if none were added."""

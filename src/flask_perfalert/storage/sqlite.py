@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ._counting import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch
 from ._fork import renew_locks_after_fork
+from .base import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch
 
 #: Seconds a claim waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 0.25
@@ -115,6 +115,8 @@ def sqlite_path(uri: str) -> Path:
 class SQLiteStore:
     """Claims kept in one SQLite file; every process of the host sees them."""
 
+    shared = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -161,8 +163,13 @@ class SQLiteStore:
         return changed == 1
 
     def add_counters(
-        self, app_key: str, deltas: Mapping[str, float], batch: Batch | None = None
-    ) -> None:
+        self,
+        app_key: str,
+        deltas: Mapping[str, float],
+        batch: Batch | None = None,
+        *,
+        retry_now: bool = False,
+    ) -> bool:
         """Add ``deltas`` to the app's counters, in one transaction; raises on failure.
 
         A ``batch`` already applied for its sender is not added again.
@@ -183,6 +190,7 @@ class SQLiteStore:
             except sqlite3.Error:
                 self._drop()
                 raise
+        return True
 
     @staticmethod
     def _add(
