@@ -13,15 +13,15 @@ warning per ``WARN_INTERVAL``, never an exception in the app.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import stat
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .._files import make_folder, remove_stale_temps, temp_name_pattern, write_atomic
 
 if TYPE_CHECKING:
     from .._monitor import AppMonitor
@@ -34,10 +34,7 @@ REPORT_SUFFIX = ".html"
 _OWN_NAME = re.compile(r"^perfalert-\d{8}T\d{6}\.\d{6}Z-[A-Za-z0-9_-]{1,80}-[0-9a-f]{32}\.html$")
 #: Temporary files of an unfinished write (hidden, never mistaken for a report).
 TEMP_PREFIX = ".perfalert-"
-TEMP_SUFFIX = ".tmp"
-_OWN_TEMP = re.compile(r"^\.perfalert-[A-Za-z0-9_]{6,}\.tmp$")
-#: A temporary file this old was left by a crashed process; retention removes it.
-STALE_TEMP_SECONDS = 3600.0
+_OWN_TEMP = temp_name_pattern(TEMP_PREFIX)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
 #: At most one disk warning per this many seconds.
@@ -104,27 +101,12 @@ class FileAlerts:
             logger.debug(message)
 
     def _write_atomic(self, name: str, data: bytes) -> Path:
-        folder = self.folder
-        if not folder.is_dir():
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder = folder.resolve()
+        make_folder(self.folder)
+        folder = self.folder.resolve()
         path = (folder / name).resolve()
         if path.parent != folder:  # cannot happen with safe names; checked all the same
             raise OSError(f"refusing to write outside {folder}: {name!r}")
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(path, data, temp_prefix=TEMP_PREFIX)
         return path
 
     def reports(self) -> list[Path]:
@@ -155,17 +137,4 @@ class FileAlerts:
                     kept += 1
             except OSError:
                 continue
-        self._remove_stale_temps(now)
-
-    def _remove_stale_temps(self, now: float) -> None:
-        try:
-            temps = [p for p in self.folder.iterdir() if _OWN_TEMP.match(p.name)]
-        except (OSError, ValueError):
-            return
-        for path in temps:
-            try:
-                info = path.lstat()
-                if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_TEMP_SECONDS:
-                    path.unlink()
-            except OSError:
-                continue
+        remove_stale_temps(self.folder, _OWN_TEMP)

@@ -22,19 +22,18 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..._files import make_folder, remove_stale_temps, temp_name_pattern, write_atomic
+
 logger = logging.getLogger("flask_perfalert")
 
 _NAME = re.compile(r"^mm-\d{13}-[0-9a-f]{8,32}\.json$")
 _TEMP_PREFIX = ".mm-"
-_TEMP_SUFFIX = ".tmp"
-#: Temporary files older than this are left-overs of a crash and removed.
-STALE_TEMP_SECONDS = 3600.0
+_OWN_TEMP = temp_name_pattern(_TEMP_PREFIX)
 #: Most alerts kept; beyond, the oldest are dropped (with a warning).
 MAX_ENTRIES = 500
 
@@ -108,28 +107,13 @@ class Spool:
 
     def _write_locked(self, folder: Path, path: Path, data: dict[str, Any]) -> int:
         payload = json.dumps(data, ensure_ascii=False).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=folder)
-        try:
-            os.fchmod(fd, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            os.close(fd)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        fd = write_atomic(folder / path.name, payload, temp_prefix=_TEMP_PREFIX, lock=True)
+        assert fd is not None
         return fd
 
     def _ensure_folder(self) -> Path:
         folder = self.folder
-        if not folder.is_dir():
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_folder(folder)
         info = folder.stat()
         if info.st_mode & 0o077 and info.st_uid == os.getuid():
             folder.chmod(0o700)
@@ -166,7 +150,7 @@ class Spool:
 
         The caller removes or releases each entry it gets.
         """
-        self._remove_stale_temp()
+        remove_stale_temps(self.folder, _OWN_TEMP)
         for name in self.names():
             entry = self._open(self.folder / name)
             if entry is None:
@@ -209,18 +193,3 @@ class Spool:
             path,
             exc,
         )
-
-    def _remove_stale_temp(self) -> None:
-        try:
-            names = os.listdir(self.folder)
-        except OSError:
-            return
-        now = time.time()
-        for name in names:
-            if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
-                path = self.folder / name
-                try:
-                    if now - path.stat().st_mtime > STALE_TEMP_SECONDS:
-                        path.unlink()
-                except OSError:
-                    continue
