@@ -18,8 +18,9 @@ import pytest
 from flask import Flask, request
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
+from flask_perfalert._logging import WARN_INTERVAL
 from flask_perfalert.alerts import file as file_module
-from flask_perfalert.alerts.file import WARN_INTERVAL, FileAlerts, report_name
+from flask_perfalert.alerts.file import FileAlerts, report_name
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
 
@@ -370,7 +371,7 @@ def test_disk_trouble_costs_one_warning_per_interval_and_nothing_else(
         alerts = perf._monitor(app).file_alerts
         assert alerts is not None
         monotonic = FakeMonotonic()
-        alerts.monotonic = monotonic
+        alerts.disk_warning.clock = monotonic
         client = app.test_client()
         caplog.set_level(logging.DEBUG, "flask_perfalert")
         bodies = []

@@ -19,8 +19,9 @@ from flask import Flask
 from servers import free_port
 
 from flask_perfalert import SlowRequestEvent, perf_slow_request
+from flask_perfalert._logging import WARN_INTERVAL
 from flask_perfalert.storage import FallbackStore, MemoryStore, open_store
-from flask_perfalert.storage.fallback import RETRY_MAX, RETRY_MIN, WARN_INTERVAL
+from flask_perfalert.storage.fallback import RETRY_MAX, RETRY_MIN
 from flask_perfalert.storage.sqlite import PURGE_INTERVAL, SQLiteStore
 
 WINDOW = 600.0

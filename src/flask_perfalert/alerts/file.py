@@ -7,27 +7,25 @@ time, a safe form of the endpoint and the event id, so they never collide and
 never leave the folder. Old reports are removed by count and by age; only
 regular files whose names this module made are ever touched. A folder that
 cannot be written (missing and not creatable, full, read-only) costs one
-warning per ``WARN_INTERVAL``, never an exception in the app.
+warning per five minutes, never an exception in the app.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import stat
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._files import make_folder, remove_stale_temps, temp_name_pattern, write_atomic
+from .._logging import LimitedWarning, logger
 
 if TYPE_CHECKING:
     from .._monitor import AppMonitor
     from ..events import SlowRequestEvent
 
-logger = logging.getLogger("flask_perfalert")
 
 REPORT_PREFIX = "perfalert-"
 REPORT_SUFFIX = ".html"
@@ -37,8 +35,6 @@ TEMP_PREFIX = ".perfalert-"
 _OWN_TEMP = temp_name_pattern(TEMP_PREFIX)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
-#: At most one disk warning per this many seconds.
-WARN_INTERVAL = 300.0
 
 
 def safe_name(endpoint: str | None) -> str:
@@ -57,16 +53,13 @@ def report_name(event: SlowRequestEvent) -> str:
 class FileAlerts:
     """Writes reports for one app; connected to the signal by ``AppMonitor``."""
 
-    def __init__(
-        self, monitor: AppMonitor, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, monitor: AppMonitor) -> None:
         self.monitor = monitor
         self.folder = Path(monitor.settings.file_dir)
         self.max_files = monitor.settings.file_max_files
         self.max_age = monitor.settings.file_max_age_days * 86400
-        #: The clock of the disk-warning interval (tests pass a fake one).
-        self.monotonic = monotonic
-        self._last_warning: float | None = None
+        #: Disk problems: one warning per interval, the others at debug level.
+        self.disk_warning = LimitedWarning()
 
     def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
         if event.duplicate:
@@ -85,20 +78,13 @@ class FileAlerts:
             path = self._write_atomic(report_name(event), html.encode("utf-8", "replace"))
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in FILE_DIR
             self.monitor.stats.add("dropped")
-            self.warn(f"Could not write the report for {event.summary()} to {self.folder}: {exc}")
+            self.disk_warning.warn(
+                "Could not write the report for %s to %s: %s", event.summary(), self.folder, exc
+            )
             return None
         logger.info("Slow request report: %s — %s", path, event.summary())
         self.prune()
         return path
-
-    def warn(self, message: str) -> None:
-        """Log a disk problem: a warning at most once per ``WARN_INTERVAL``, else debug."""
-        now = self.monotonic()
-        if self._last_warning is None or now - self._last_warning >= WARN_INTERVAL:
-            self._last_warning = now
-            logger.warning("%s (further disk warnings muted for %.0fs)", message, WARN_INTERVAL)
-        else:
-            logger.debug(message)
 
     def _write_atomic(self, name: str, data: bytes) -> Path:
         make_folder(self.folder)

@@ -18,23 +18,19 @@ again later), and a call at retry time probes the store like a claim does.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
+from .._logging import LimitedWarning, logger
 from ._fork import renew_locks_after_fork
 from .base import Batch, Store
 from .memory import MemoryStore
 
-logger = logging.getLogger("flask_perfalert")
-
 #: Seconds before the first retry of a failed shared store; doubled up to RETRY_MAX.
 RETRY_MIN = 1.0
 RETRY_MAX = 30.0
-#: At most one warning about the store per this many seconds (per process).
-WARN_INTERVAL = 300.0
 #: Keys claimed locally during an outage that are handed to the store when it is back.
 MAX_PENDING = 100
 
@@ -62,7 +58,8 @@ class FallbackStore:
         self.failures = 0
         self._retry_at = 0.0
         self._delay = RETRY_MIN
-        self._last_warning: float | None = None
+        #: The store's clock times the warnings too (tests pass a fake one).
+        self._warning = LimitedWarning(clock=clock)
         self._pending: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         renew_locks_after_fork(self, "_lock")
@@ -165,20 +162,15 @@ class FallbackStore:
             self._delay = RETRY_MIN
         self._retry_at = now + self._delay
         reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-        if self._last_warning is None or now - self._last_warning >= WARN_INTERVAL:
-            self._last_warning = now
-            logger.warning(
-                "The alert store %s is not available (%s); slow requests are "
-                "de-duplicated in this process's memory until it answers again "
-                "(counts wait in this process; next try in %.0fs; further store "
-                "warnings muted for %.0fs).",
-                self.description,
-                reason,
-                self._delay,
-                WARN_INTERVAL,
-            )
-        else:
-            logger.debug("The alert store %s is still not available (%s)", self.description, reason)
+        self._warning.warn(
+            "The alert store %s is not available (%s); slow requests are de-duplicated in "
+            "this process's memory until it answers again (counts wait in this process; "
+            "next try in %.0f s)",
+            self.description,
+            reason,
+            self._delay,
+            now=now,
+        )
 
     def _hand_over(self, now: float) -> None:
         """Claim in the shared store what was claimed here during the outage.
