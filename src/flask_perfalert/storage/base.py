@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Protocol
+from urllib.parse import urlsplit
 
 #: The wall clock of the window (tests pass a fake one).
 Clock = Callable[[], float]
@@ -33,12 +34,34 @@ SINCE = "since"
 WORKERS_SEEN = "workers_seen"
 
 _MASK = "**********"
+#: A URI inside any text (a setting's value, the repr of a list of them).
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]*")
 _PASSWORD = re.compile(r"(?<=://)([^/@?#]*?):([^/@?#]*)@")
 _QUERY_PASSWORD = re.compile(r"(?i)([?&][^=&#]*pass[^=&#]*=)[^&#]*")
 
 
-def masked_uri(uri: str) -> str:
-    """``uri`` with the password (``redis://:secret@host``, ``?password=``) masked."""
+def masked_uri(text: str, *, address_only: bool = False) -> str:
+    """``text`` with the password of every URI in it masked; safe for logs and output.
+
+    ``redis://:secret@host/0?password=x`` reads ``redis://:**********@host/0?password=**********``;
+    with ``address_only``, only scheme, host, port and path are kept
+    (``redis://host/0``), as a store describes itself.
+    """
+    return _URI.sub(lambda match: _mask(match.group(0), address_only), text)
+
+
+def _mask(uri: str, address_only: bool) -> str:
+    if address_only:
+        try:
+            parts = urlsplit(uri)
+            host = parts.hostname or "localhost"
+            port = parts.port
+        except ValueError:
+            return f"{uri.partition('://')[0]}://(invalid address)"
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{port}" if port is not None else host
+        return f"{parts.scheme}://{netloc}{parts.path}"
     uri = _PASSWORD.sub(lambda m: f"{m.group(1)}:{_MASK}@", uri)
     return _QUERY_PASSWORD.sub(lambda m: m.group(1) + _MASK, uri)
 

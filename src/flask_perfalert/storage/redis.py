@@ -30,10 +30,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ._fork import renew_locks_after_fork
-from .base import COUNTER_TTL, SENDER_TTL, WORKERS_RECENT, WORKERS_SEEN, Batch
+from .base import COUNTER_TTL, SENDER_TTL, WORKERS_RECENT, WORKERS_SEEN, Batch, masked_uri
 
 if TYPE_CHECKING:
     import redis as redis_module
@@ -82,20 +81,6 @@ _ADD_COUNTERS_SHA = hashlib.sha1(_ADD_COUNTERS.encode()).hexdigest()
 SCHEMES = ("redis", "rediss")
 
 
-def redact_uri(uri: str) -> str:
-    """``uri`` without user, password and query (safe for logs)."""
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname or "localhost"
-        port = parts.port
-    except ValueError:
-        return f"{uri.partition('://')[0]}://(invalid address)"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port is not None else host
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
 class RedisStore:
     """Claims kept in Redis, shared by every process of every host that uses it."""
 
@@ -111,7 +96,9 @@ class RedisStore:
     ) -> None:
         scheme = uri.partition("://")[0].lower()
         if scheme not in SCHEMES:
-            raise ValueError(f"not a redis:// or rediss:// URI: {redact_uri(uri)}")
+            raise ValueError(
+                f"not a redis:// or rediss:// URI: {masked_uri(uri, address_only=True)}"
+            )
         try:
             import redis
             from redis.backoff import NoBackoff
@@ -126,7 +113,7 @@ class RedisStore:
         self.prefix = prefix
         # Expiry is kept by the Redis server; the clock is not used.
         self.clock = clock
-        self.description = redact_uri(uri)
+        self.description = masked_uri(uri, address_only=True)
         self._options: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": read_timeout,
@@ -144,9 +131,9 @@ class RedisStore:
             return self._redis.Redis.from_url(self._uri, **self._options)
         except ValueError as exc:
             # redis-py's message may quote the URI; name the address without credentials.
+            address = masked_uri(self._uri, address_only=True)
             raise ValueError(
-                f"PERFALERT_STORAGE_URI {redact_uri(self._uri)} is not a valid Redis URI "
-                f"({type(exc).__name__})"
+                f"PERFALERT_STORAGE_URI {address} is not a valid Redis URI ({type(exc).__name__})"
             ) from None
 
     def _client_for_process(self) -> redis_module.Redis:
