@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import close_monitoring
 from flask import Flask
 from mattermost_standin import MattermostStandIn
 from test_canary import VISIBLE, Artefact, CanaryExtras, files_under
@@ -159,5 +160,5 @@ def canary_extras(
         )
     finally:
         logger.removeHandler(snapshots)
-        WORKER.cancel_all()  # the replay timer the failures set
+        close_monitoring(app)  # the replay timer the failures set
         assert WORKER.wait_idle(30), "the Mattermost worker did not finish"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import close_monitoring
 from flask import Flask
 from mattermost_standin import MattermostStandIn, new_id
 
@@ -17,10 +18,10 @@ from flask_perfalert.alerts.mattermost import WORKER
 
 
 @pytest.fixture(autouse=True)
-def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _quick_retries(monkeypatch: pytest.MonkeyPatch, app: Flask) -> Iterator[None]:
     monkeypatch.setattr(mm, "BACKOFF_BASE", 0.01)
     yield
-    WORKER.cancel_all()
+    close_monitoring(app)
     assert WORKER.wait_idle(30)
 
 
@@ -83,7 +84,6 @@ def test_check_sends_the_alerts_waiting_in_the_spool(
     PerfAlert(app)  # the app, running while Mattermost is down
     app.test_client().get("/slow")
     assert WORKER.wait_idle(30)
-    WORKER.cancel_all()
     assert len(list((tmp_path / "spool").glob("*.json"))) == 1
     standin.start()  # the operator fixed Mattermost, then checks
     result = app.test_cli_runner().invoke(args=["perfalert", "check"])

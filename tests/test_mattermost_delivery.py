@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import close_monitoring
 from flask import Flask
 from mattermost_standin import MattermostStandIn
 from mattermostdriver import Driver
@@ -37,10 +38,10 @@ def busy(seconds: float) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _quick_retries(monkeypatch: pytest.MonkeyPatch, app: Flask) -> Iterator[None]:
     monkeypatch.setattr(mm, "BACKOFF_BASE", 0.01)
     yield
-    WORKER.cancel_all()
+    close_monitoring(app)  # no replay timer of this test fires in the next one
     assert WORKER.wait_idle(30), "the Mattermost worker did not finish"
 
 

@@ -129,7 +129,9 @@ class AppMonitor:
             perf_slow_request.connect(receiver, sender=app)
 
     def close(self) -> None:
-        """Release what this monitor opened (the store's connections)."""
+        """Release what this monitor opened (the store's connections, Mattermost's replays)."""
+        if self.mattermost_alerts is not None:
+            self.mattermost_alerts.close()
         try:
             self.store.close()
         except Exception:

@@ -103,10 +103,6 @@ class Redactor:
         name = normalise_key(str(key))
         return any(word in name for word in self.words)
 
-    def value(self, key: object, value: Any, depth: int = 0) -> Any:
-        """``value`` with secrets filtered, recursively, and bounded in size."""
-        return self._value(key, value, depth, _Budget())
-
     def _value(self, key: object, value: Any, depth: int, budget: _Budget) -> Any:
         if self.is_secret(key):
             return FILTERED
@@ -198,7 +194,3 @@ def text(value: str, limit: int = MAX_VALUE_CHARS) -> str:
     except UnicodeEncodeError:
         value = value.encode("utf-8", "replace").decode("utf-8")
     return value
-
-
-#: The old name; kept for callers outside this module.
-truncate = text

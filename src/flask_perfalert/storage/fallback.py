@@ -54,8 +54,6 @@ class FallbackStore:
         self.memory = MemoryStore(prefix=prefix, clock=clock)
         #: True while the shared store is not used (after a failure, until it answers).
         self.degraded = False
-        #: Times the shared store failed in this process (for tests and stats).
-        self.failures = 0
         self._retry_at = 0.0
         self._delay = RETRY_MIN
         #: The store's clock times the warnings too (tests pass a fake one).
@@ -154,7 +152,6 @@ class FallbackStore:
             self._pending.popitem(last=False)
 
     def _failed(self, exc: BaseException, now: float) -> None:
-        self.failures += 1
         if self.degraded:
             self._delay = min(self._delay * 2, RETRY_MAX)
         else:

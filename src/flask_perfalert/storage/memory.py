@@ -47,9 +47,6 @@ class MemoryStore:
                 break
             del self._expiry[oldest_key]
 
-    def __len__(self) -> int:
-        return len(self._expiry)
-
     def add_counters(
         self,
         app_key: str,

@@ -241,12 +241,6 @@ class SQLiteStore:
                 self._conn.close()
             self._conn = None
 
-    def __len__(self) -> int:
-        """Rows in the file (every prefix, expired ones not yet deleted included)."""
-        with self._lock:
-            row = self._connection().execute("SELECT count(*) FROM perfalert_claims").fetchone()
-        return int(row[0])
-
     # -- connections ------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         pid = os.getpid()

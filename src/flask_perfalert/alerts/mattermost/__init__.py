@@ -351,6 +351,13 @@ class MattermostAlerts:
                 delivered += 1
         return delivered, self.spool.count()
 
+    def close(self) -> None:
+        """Stop replaying: the app's monitoring was closed or set up again (``init_app``).
+
+        What waits in the spool stays there for the next process (or the new set-up).
+        """
+        WORKER.forget(self)
+
     # -- the CLI ----------------------------------------------------------------------
     def send_test(self, event: SlowRequestEvent) -> dict[str, Any]:
         """Send a test alert now, once, without the spool; raises MattermostError."""

@@ -39,7 +39,6 @@ class MattermostError(Exception):
         kind: Kind,
         status: int | None = None,
         retry_after: float | None = None,
-        uncertain: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -49,8 +48,6 @@ class MattermostError(Exception):
         self.status = status
         #: Seconds the server asked us to wait (429 Retry-After).
         self.retry_after = retry_after
-        #: The server may have done what was asked (a timed-out post).
-        self.uncertain = uncertain
 
 
 class _Scrubber(logging.Filter):
@@ -160,7 +157,6 @@ class MattermostClient:
             raise MattermostError(
                 "the post answer is not a post; is PERFALERT_MATTERMOST_URL a Mattermost server?",
                 "transient",
-                uncertain=True,
             )
         return post
 
@@ -187,7 +183,6 @@ class MattermostClient:
                 f"could not {what}: the answer is not Mattermost's JSON API; is "
                 f"PERFALERT_MATTERMOST_URL ({self.address.display}) the Mattermost server?",
                 "transient",
-                uncertain=True,
             ) from None
         except requests.RequestException as exc:
             raise self._explain(what, exc) from None
@@ -203,13 +198,11 @@ class MattermostClient:
             return MattermostError(
                 f"could not {what}: {where} did not answer within {self.timeout:g} s (timeout)",
                 "transient",
-                uncertain=True,
             )
         if isinstance(exc, requests.ConnectionError):
             return MattermostError(
                 f"could not {what}: {_connection_problem(exc, where)}",
                 "transient",
-                uncertain=not _refused(exc),
             )
         status = _status(exc)
         server_said = _server_message(exc)
@@ -217,7 +210,6 @@ class MattermostClient:
             return MattermostError(
                 f"could not {what}: {scrub(type(exc).__name__)} talking to {where}",
                 "transient",
-                uncertain=True,
             )
         if status == 401:
             return MattermostError(
@@ -261,7 +253,6 @@ class MattermostClient:
                 f"could not {what}: Mattermost answered {status}{server_said}",
                 "transient",
                 status,
-                uncertain=True,
             )
         return MattermostError(
             f"could not {what}: Mattermost refused the request ({status}){server_said}",
@@ -335,10 +326,6 @@ def _retry_after(exc: requests.RequestException) -> float | None:
         return max(0.0, float(reset)) if reset else None
     except ValueError:
         return None
-
-
-def _refused(exc: BaseException) -> bool:
-    return "refused" in str(exc).lower()
 
 
 def _connection_problem(exc: requests.ConnectionError, where: str) -> str:

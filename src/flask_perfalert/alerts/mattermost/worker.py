@@ -58,17 +58,14 @@ class MattermostWorker(DeliveryWorker):
         elif threading.current_thread() is not self._thread:
             self.submit(_Nudge())  # wake the thread up to see the new time
 
-    def cancel(self, alerts: Replayable) -> None:
+    def forget(self, alerts: Replayable) -> None:
+        """No more replays for ``alerts`` (its app's monitoring was closed or replaced)."""
         with self._wakeups_lock:
             self._wakeups.pop(alerts, None)
 
     def sleep(self, seconds: float) -> bool:
         """Wait on the worker thread; False if the process started exiting meanwhile."""
         return not self._interrupt.wait(seconds) and not self._closing
-
-    def cancel_all(self) -> None:
-        with self._wakeups_lock:
-            self._wakeups.clear()
 
     def shutdown(self, timeout: float | None = None) -> None:
         """At exit: stop retrying, give queued alerts a bounded time, spool the rest."""
