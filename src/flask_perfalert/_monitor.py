@@ -94,7 +94,7 @@ class AppMonitor:
         #: Names this app's counters in a shared store (the same in every worker).
         self.app_key = app.name
         self.counters = share_counters(self.stats, self.store, self.app_key)
-        self.file_alerts = FileAlerts(self) if settings.file_enabled else None
+        self.file_alerts = FileAlerts(settings, self.stats) if settings.file_enabled else None
         self.subscribers: list[Callable[..., None]] = []
         if self.file_alerts is not None:
             self.subscribers.append(self.file_alerts.on_slow_request)
@@ -102,7 +102,7 @@ class AppMonitor:
         if settings.mattermost_enabled:
             from .alerts.mattermost import MattermostAlerts  # imports the driver: only if used
 
-            self.mattermost_alerts = MattermostAlerts.from_settings(self)
+            self.mattermost_alerts = MattermostAlerts.from_settings(settings, self.stats)
             if self.mattermost_alerts is not None:
                 self.subscribers.append(self.mattermost_alerts.on_slow_request)
 

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 
 from .._files import make_folder, remove_stale_temps, temp_name_pattern, write_atomic
 from .._logging import LimitedWarning, logger
+from . import Counts
 
 if TYPE_CHECKING:
-    from .._monitor import AppMonitor
     from ..events import SlowRequestEvent
+    from ..settings import PerfAlertSettings
 
 
 REPORT_PREFIX = "perfalert-"
@@ -53,11 +54,11 @@ def report_name(event: SlowRequestEvent) -> str:
 class FileAlerts:
     """Writes reports for one app; connected to the signal by ``AppMonitor``."""
 
-    def __init__(self, monitor: AppMonitor) -> None:
-        self.monitor = monitor
-        self.folder = Path(monitor.settings.file_dir)
-        self.max_files = monitor.settings.file_max_files
-        self.max_age = monitor.settings.file_max_age_days * 86400
+    def __init__(self, settings: PerfAlertSettings, stats: Counts) -> None:
+        self.stats = stats
+        self.folder = Path(settings.file_dir)
+        self.max_files = settings.file_max_files
+        self.max_age = settings.file_max_age_days * 86400
         #: Disk problems: one warning per interval, the others at debug level.
         self.disk_warning = LimitedWarning()
 
@@ -70,14 +71,14 @@ class FileAlerts:
         """Write the report now; the path, or None after logging why not."""
         html = event.html
         if html is None:
-            self.monitor.stats.add("dropped")
+            self.stats.add("dropped")
             return None
         try:
             # "replace": a file name with undecodable bytes in the call tree must not
             # cost the report.
             path = self._write_atomic(report_name(event), html.encode("utf-8", "replace"))
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in FILE_DIR
-            self.monitor.stats.add("dropped")
+            self.stats.add("dropped")
             self.disk_warning.warn(
                 "Could not write the report for %s to %s: %s", event.summary(), self.folder, exc
             )

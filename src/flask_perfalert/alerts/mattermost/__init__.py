@@ -50,8 +50,9 @@ from .spool import Spool, SpoolEntry
 from .worker import WORKER
 
 if TYPE_CHECKING:
-    from ..._monitor import AppMonitor
     from ...events import SlowRequestEvent
+    from ...settings import PerfAlertSettings
+    from .. import Counts
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -78,14 +79,14 @@ class MattermostAlerts:
 
     def __init__(
         self,
-        monitor: AppMonitor,
+        settings: PerfAlertSettings,
+        stats: Counts,
         address: ServerAddress,
         token: str,
         channel_id: str,
         spool_dir: Path,
     ) -> None:
-        settings = monitor.settings
-        self.monitor = monitor
+        self.stats = stats
         self.client = MattermostClient(address, token, channel_id, settings.mattermost_timeout)
         self.max_retries = settings.mattermost_max_retries
         self.spool = Spool(spool_dir, on_drop=self._dropped_from_spool)
@@ -95,9 +96,8 @@ class MattermostAlerts:
         self._exit_deadline: float | None = None
 
     @classmethod
-    def from_settings(cls, monitor: AppMonitor) -> MattermostAlerts | None:
+    def from_settings(cls, settings: PerfAlertSettings, stats: Counts) -> MattermostAlerts | None:
         """The subscriber, or None after a warning saying what is missing."""
-        settings = monitor.settings
         problems = configuration_problems(settings)
         if problems:
             logger.warning(
@@ -116,7 +116,8 @@ class MattermostAlerts:
         spool_dir = settings.spool_dir or Path(settings.file_dir) / "spool"
         try:
             alerts = cls(
-                monitor,
+                settings,
+                stats,
                 address,
                 settings.mattermost_token.get_secret_value(),
                 settings.mattermost_channel_id.strip(),
@@ -188,7 +189,7 @@ class MattermostAlerts:
                     return
                 delay = _backoff(retry, exc.retry_after)
                 if retry >= max_retries or delay > MAX_INLINE_WAIT or WORKER.closing:
-                    self.monitor.stats.add("delivery_failures")
+                    self.stats.add("delivery_failures")
                     self._unavailable(exc, delay if exc.retry_after else None)
                     self._keep(entry, f"{exc} (after {retry + 1} tries)")
                     return
@@ -263,7 +264,7 @@ class MattermostAlerts:
     # -- outcomes -----------------------------------------------------------------------
     def _delivered(self, entry: SpoolEntry, replayed: bool = False) -> None:
         self.spool.remove(entry)
-        self.monitor.stats.add("delivered")
+        self.stats.add("delivered")
         self._down_until = 0.0
         self._replay_delay = REPLAY_MIN
         logger.info(
@@ -276,11 +277,11 @@ class MattermostAlerts:
         """The alert stays in the spool, or is dropped if it never got there."""
         summary = entry.data["summary"]
         if not entry.on_disk:
-            self.monitor.stats.add("dropped")
+            self.stats.add("dropped")
             logger.warning("Mattermost alert for %s dropped: %s.", summary, reason)
             return
         self.spool.release(entry)
-        self.monitor.stats.add("spooled")
+        self.stats.add("spooled")
         self._schedule_replay()
         logger.warning(
             "Mattermost alert for %s kept in the spool %s: %s; it is sent again later.",
@@ -291,14 +292,14 @@ class MattermostAlerts:
 
     def _refused(self, entry: SpoolEntry, exc: MattermostError) -> None:
         """A 4xx: nothing to gain by trying again now."""
-        self.monitor.stats.add("delivery_failures")
+        self.stats.add("delivery_failures")
         if exc.kind == "config":
             logger.error("Mattermost alert not delivered: %s.", exc)
             self._unavailable(exc, REPLAY_MAX)
             self._keep(entry, str(exc))
             return
         self.spool.remove(entry)
-        self.monitor.stats.add("dropped")
+        self.stats.add("dropped")
         logger.error("Mattermost alert for %s dropped: %s.", entry.data["summary"], exc)
 
     def _unavailable(self, exc: MattermostError, delay: float | None) -> None:
@@ -312,7 +313,7 @@ class MattermostAlerts:
         WORKER.schedule(self, delay * random.uniform(1.0, 1.2))
 
     def _dropped_from_spool(self, data: dict[str, Any], reason: str) -> None:
-        self.monitor.stats.add("dropped")
+        self.stats.add("dropped")
         logger.warning("Mattermost alert for %s dropped: %s.", data.get("summary"), reason)
 
     # -- replay ---------------------------------------------------------------------
@@ -336,7 +337,7 @@ class MattermostAlerts:
                     self._refused(entry, exc)
                     continue
                 self.spool.release(entry)
-                self.monitor.stats.add("delivery_failures")
+                self.stats.add("delivery_failures")
                 self._unavailable(exc, REPLAY_MAX if exc.kind == "config" else exc.retry_after)
                 self._schedule_replay()
                 log = logger.error if exc.kind == "config" else logger.warning
@@ -371,14 +372,14 @@ class MattermostAlerts:
         summary = event.summary()
         if not WORKER.closing:
             # The queue is full: do not render on the request thread.
-            self.monitor.stats.add("dropped")
+            self.stats.add("dropped")
             logger.warning("Mattermost alert for %s dropped: %s.", summary, reason)
             return
         now = time.monotonic()
         if self._exit_deadline is None:
             self._exit_deadline = now + EXIT_SPOOL_SECONDS
         if now > self._exit_deadline:
-            self.monitor.stats.add("dropped")
+            self.stats.add("dropped")
             logger.warning(
                 "Mattermost alert for %s dropped: %s, and no time was left to spool it.",
                 summary,
@@ -388,7 +389,7 @@ class MattermostAlerts:
         try:
             entry = self.spool.add(self.entry_data(event))
         except OSError as exc:
-            self.monitor.stats.add("dropped")
+            self.stats.add("dropped")
             logger.warning("Mattermost alert for %s dropped: %s (spool: %s).", summary, reason, exc)
             return
         self._keep(entry, reason)
