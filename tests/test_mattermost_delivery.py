@@ -10,18 +10,25 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from conftest import close_monitoring
 from flask import Flask
+from mattermost_setup import (
+    busy,
+    event_ids,
+    monitored,
+    quick_retries,
+    settle,
+    spool_dir,
+    spooled,
+    standin,
+)
 from mattermost_standin import MattermostStandIn
 from mattermostdriver import Driver
 
-from flask_perfalert import PerfAlert
 from flask_perfalert.alerts import mattermost as mm
 from flask_perfalert.alerts.mattermost import WORKER
 from flask_perfalert.alerts.mattermost.address import parse_server_url
@@ -30,66 +37,7 @@ from flask_perfalert.alerts.mattermost.worker import MattermostWorker
 
 HERE = Path(__file__).parent
 
-
-def busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        sum(range(200))
-
-
-@pytest.fixture(autouse=True)
-def _quick_retries(monkeypatch: pytest.MonkeyPatch, app: Flask) -> Iterator[None]:
-    monkeypatch.setattr(mm, "BACKOFF_BASE", 0.01)
-    yield
-    close_monitoring(app)  # no replay timer of this test fires in the next one
-    assert WORKER.wait_idle(30), "the Mattermost worker did not finish"
-
-
-@pytest.fixture
-def standin() -> Iterator[MattermostStandIn]:
-    with MattermostStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-def spool_dir(tmp_path: Path) -> Path:
-    return tmp_path / "spool"
-
-
-def monitored(app: Flask, standin: MattermostStandIn, spool_dir: Path, **config: Any) -> PerfAlert:
-    """``app`` with slow views and Mattermost alerts to the stand-in."""
-    app.config.update(
-        PERFALERT_MATTERMOST_ENABLED=True,
-        PERFALERT_MATTERMOST_URL=standin.url,
-        PERFALERT_MATTERMOST_TOKEN=standin.token,
-        PERFALERT_MATTERMOST_CHANNEL_ID=standin.channel_id,
-        PERFALERT_MATTERMOST_TIMEOUT=5,
-        PERFALERT_SPOOL_DIR=str(spool_dir),
-        PERFALERT_THRESHOLD_SECONDS=0.05,
-    )
-    app.config.update({f"PERFALERT_{k.upper()}": v for k, v in config.items()})
-
-    @app.route("/slow/<name>")
-    def slow(name: str) -> str:
-        busy(0.08)
-        return f"slow {name}"
-
-    return PerfAlert(app)
-
-
-def settle() -> None:
-    assert WORKER.wait_idle(30)
-
-
-def spooled(spool_dir: Path) -> list[dict[str, Any]]:
-    if not spool_dir.exists():
-        return []
-    names = sorted(n for n in os.listdir(spool_dir) if n.endswith(".json"))
-    return [json.loads((spool_dir / n).read_text()) for n in names]
-
-
-def event_ids(standin: MattermostStandIn) -> list[str]:
-    return [p["props"]["perfalert_event_id"] for p in standin.posts]
+__all__ = ["quick_retries", "spool_dir", "standin"]  # fixtures, imported for pytest
 
 
 # -- the post ------------------------------------------------------------------------------
@@ -127,7 +75,7 @@ def test_one_slow_request_gives_one_post_with_its_report(
         assert part in message, part
     assert re.search(r"\*\*Time:\*\* \d{4}-\d\d-\d\dT", message)
     # Ranked by share; which is first depends on the samples, so only its form is checked.
-    assert re.search(r"^[1-5]\. `busy` at `test_mattermost_delivery\.py:\d+`: \d+%$", message, re.M)
+    assert re.search(r"^[1-5]\. `busy` at `mattermost_setup\.py:\d+`: \d+%$", message, re.M)
     assert "hunter2" not in message and b"hunter2" not in upload["data"]
     stats = perf.stats(app)
     assert (stats["delivered"], stats["spooled"], stats["dropped"]) == (1, 0, 0)
