@@ -7,6 +7,7 @@ and listed in their ``__all__``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +49,7 @@ def spool_dir(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 
 
-def mattermost_config(standin: MattermostStandIn, spool_dir: Path, **config: Any) -> dict[str, Any]:
+def mattermost_config(standin: MattermostStandIn, spool: Path, **config: Any) -> dict[str, Any]:
     """``app.config`` for Mattermost alerts to the stand-in, with ``config`` on top."""
     values: dict[str, Any] = dict(
         PERFALERT_MATTERMOST_ENABLED=True,
@@ -56,20 +57,20 @@ def mattermost_config(standin: MattermostStandIn, spool_dir: Path, **config: Any
         PERFALERT_MATTERMOST_TOKEN=standin.token,
         PERFALERT_MATTERMOST_CHANNEL_ID=standin.channel_id,
         PERFALERT_MATTERMOST_TIMEOUT=5,
-        PERFALERT_SPOOL_DIR=str(spool_dir),
+        PERFALERT_SPOOL_DIR=str(spool),
         PERFALERT_THRESHOLD_SECONDS=0.05,
     )
     values.update({f"PERFALERT_{k.upper()}": v for k, v in config.items()})
     return values
 
 
-def monitored(app: Flask, standin: MattermostStandIn, spool_dir: Path, **config: Any) -> PerfAlert:
+def monitored(app: Flask, standin: MattermostStandIn, spool: Path, **config: Any) -> PerfAlert:
     """``app`` with slow views and Mattermost alerts to the stand-in.
 
     ``/slow/<name>`` is one endpoint (one alert per window); ``/<name>`` for the
     names of :func:`slow_endpoints` are one endpoint each.
     """
-    app.config.update(mattermost_config(standin, spool_dir, **config))
+    app.config.update(mattermost_config(standin, spool, **config))
 
     @app.route("/slow/<name>")
     def slow(name: str) -> str:
@@ -112,9 +113,6 @@ def event_ids(standin: MattermostStandIn) -> list[str]:
 
 
 def posted_for(standin: MattermostStandIn) -> list[str]:
-    """The endpoint each post is about, in posting order."""
-    names = []
-    for post in standin.posts:
-        first = post["message"].split("\n", 1)[0]
-        names.append(first.split("`")[3] if first.count("`") >= 4 else first)
-    return names
+    """The endpoint each post is about, in posting order (the test alert's is perfalert_check)."""
+    found = (re.search(r"\*\*Endpoint:\*\* `([^`]*)`", p["message"]) for p in standin.posts)
+    return [match.group(1) if match else "?" for match in found]

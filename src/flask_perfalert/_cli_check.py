@@ -96,6 +96,9 @@ def _check_mattermost(monitor: Any) -> bool:
         return False
     client = alerts.client
     where = f"channel {client.channel_id} on {client.address.display}"
+    waiting = alerts.backlog_figures()["mattermost_waiting"]
+    if waiting:
+        click.echo(alerts.backlog())
     try:
         user = client.me()
         post = alerts.send_test(_check_event(monitor))
@@ -108,7 +111,6 @@ def _check_mattermost(monitor: Any) -> bool:
         f"Mattermost: OK, posted a test alert {attached} its report to {where} as @{name} "
         f"(post {post.get('id')})"
     )
-    waiting = alerts.spool.count()
     if waiting:
         delivered, left = alerts.replay()
         click.echo(

@@ -102,7 +102,9 @@ class AppMonitor:
         if settings.mattermost_enabled:
             from .alerts.mattermost import MattermostAlerts  # imports the driver: only if used
 
-            self.mattermost_alerts = MattermostAlerts.from_settings(settings, self.stats)
+            self.mattermost_alerts = MattermostAlerts.from_settings(
+                settings, self.stats, self.app_key
+            )
             if self.mattermost_alerts is not None:
                 self.subscribers.append(self.mattermost_alerts.on_slow_request)
 

@@ -298,8 +298,11 @@ def stats_command(as_json: bool) -> None:
     ext = _extension()
     scope, data = collect_stats(ext)
     own_process = scope == "this process"
+    mattermost = ext._monitor().mattermost_alerts
     if as_json:
         out = {**data, "scope": scope, "pid": os.getpid() if own_process else None}
+        if mattermost is not None:
+            out.update(mattermost.backlog_figures())
         click.echo(json.dumps(out, indent=2, default=str))
         return
     click.echo(f"Flask-PerfAlert statistics of app {_app_name()!r}")
@@ -320,6 +323,9 @@ def stats_command(as_json: bool) -> None:
         value = data.get(name)
         click.echo(f"{label:<{width}}  {'?' if value is None else value}")
     click.echo(f"{'estimated overhead':<{width}}  {_overhead(data)}")
+    if mattermost is not None:
+        click.echo()
+        click.echo(mattermost.backlog())
 
 
 # The check command lives in its own module; importing it registers it on the group.

@@ -26,6 +26,8 @@ logger = logging.getLogger("flask_perfalert")
 QUEUE_SIZE = 1000
 #: Seconds the worker may keep the interpreter alive at exit.
 EXIT_FLUSH_SECONDS = 5.0
+#: Seconds the thread pauses after an unexpected error of its own, before going on.
+ERROR_PAUSE = 1.0
 
 
 class Job(Protocol):
@@ -33,7 +35,7 @@ class Job(Protocol):
     description: str
 
     def run(self) -> None:
-        """Do the work. Exceptions are logged by the worker."""
+        """Do the work. Exceptions are logged by the worker, which goes on."""
 
     def abandon(self, reason: str) -> None:
         """The job will not run (queue full, shutting down): keep or log it."""
@@ -94,7 +96,13 @@ class DeliveryWorker:
     def _run(self) -> None:
         keep_sampling_signal_off_this_thread()
         while True:
-            job = self._next_job()
+            try:
+                job = self._next_job()
+            except Exception:
+                # Never let the thread die: every later alert would wait for it in vain.
+                logger.exception("Flask-PerfAlert's %s thread could not wait", self.thread_name)
+                time.sleep(ERROR_PAUSE)
+                continue
             if job is None:
                 return
             self.busy = True

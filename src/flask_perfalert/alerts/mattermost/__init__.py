@@ -1,37 +1,42 @@
 """The Mattermost subscriber: each new slow event becomes a post with its report attached.
 
-Off the request path
-    The subscriber only queues a job (never blocks: a full queue drops the
-    alert with a logged reason). Jobs run on Mattermost's own delivery thread,
-    started at the first alert (a gunicorn sync worker that never alerts never
-    gets it) and again in a forked child. It is separate from the file
-    reports' thread so that a hanging Mattermost never holds up or loses file
-    reports. It also serves as the replay timer, so there is no timer thread.
+On disk at once, sent off the request path
+    The subscriber runs on the thread that sends the signal (after the
+    response, never in a request). It renders the message and the report and
+    writes them to the spool there and then, so an alert survives even a
+    ``SIGKILL`` a moment later; then it hands the entry to Mattermost's own
+    delivery thread and returns. It never touches the network. The thread is
+    started at the first alert (or the first replay) and again in a forked
+    child; it also serves as the replay timer.
 
-Never lost silently
-    The job renders the report and message and writes them to the spool
-    *before* the first try; a success removes the entry. Every alert ends as
-    delivered, spooled (still in the spool, sent again later), or dropped with
-    a logged reason.
+Never lost silently, sent at least once
+    A delivered alert is removed from the spool. Every other one stays there
+    until it is delivered, and is replayed: at start-up (a process that finds
+    alerts of its app waiting sends them within seconds), on a timer with a
+    growing interval while any wait, and after every successful delivery.
+    One entry that keeps failing waits longer on its own and never holds up
+    the others. An unexpected error is logged and the alert tried again. An
+    alert ends as delivered, or dropped with a logged reason (a problem of
+    the alert itself, a full spool, no disk to keep it on).
 
 Retries
     Connection errors, timeouts, 5xx and 429 are retried up to
     ``MATTERMOST_MAX_RETRIES`` times with exponential back-off and jitter (a
-    429's Retry-After is honoured). If all fail, Mattermost is taken to be
-    down: later alerts get one try each (a probe that delivers as soon as it is
-    back) and otherwise join the spool, which is replayed on a growing interval
-    while it is not empty, and after any successful delivery.
-    A 4xx other than 429 is not retried: it is logged as the specific problem;
-    a settings problem (401, 403, 404) keeps the alert spooled for after the
-    fix, a problem of the alert itself (400, 413 on the post) drops it. A
-    report the server refuses (413, 501) is left off and the message still
-    posted.
+    429's Retry-After is honoured, up to ``MAX_RETRY_AFTER``). If all fail,
+    Mattermost is taken to be down: later alerts get one try each (a probe
+    that delivers as soon as it is back) and otherwise wait in the spool. A
+    4xx other than 429 is not retried: a settings problem (401, 403, 404)
+    keeps the alert for after the fix, a problem of the alert itself (400, 413
+    on the post) drops it. A report the server refuses (413, 501) is left off
+    and the message still posted.
 
 No duplicate posts
     Each post carries the event id as ``pending_post_id`` (Mattermost returns
     the post already made for an id it has seen in the last 30 s) and in its
     props. Once a post has been sent whose outcome is unknown (a timeout, a
-    5xx), any later try first looks for a post with that id in the channel.
+    5xx), any later try first looks for a post with that id in the channel. If
+    the bot may not read the channel, it posts again (at least once beats
+    never) and says so in a warning.
 """
 
 from __future__ import annotations
@@ -39,14 +44,16 @@ from __future__ import annotations
 import logging
 import random
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..._logging import LimitedWarning, logger
 from ..file import report_name
 from .address import ServerAddress, configuration_problems, parse_server_url
-from .client import MattermostClient, MattermostError
+from .client import MAX_RETRY_AFTER, MattermostClient, MattermostError
 from .message import format_message, report_note
-from .spool import Spool, SpoolEntry
+from .spool import Spool, SpoolEntry, SpoolUnavailable
 from .worker import WORKER
 
 if TYPE_CHECKING:
@@ -54,24 +61,25 @@ if TYPE_CHECKING:
     from ...settings import PerfAlertSettings
     from .. import Counts
 
-logger = logging.getLogger("flask_perfalert")
-
 #: First back-off in seconds; doubled on each retry, with jitter.
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
-#: A Retry-After longer than this is not waited for on the thread: the alert
-#: is spooled and replayed then.
+#: A Retry-After longer than this is not waited for inline: the alert waits in the spool.
 MAX_INLINE_WAIT = 120.0
-#: Replay interval while Mattermost is down: the first, and the longest.
+#: Replay interval while alerts wait: the first, and the longest.
 REPLAY_MIN = 30.0
 REPLAY_MAX = 600.0
+#: Seconds after start-up before alerts found waiting are sent.
+REPLAY_AT_START = 2.0
+#: After this many entries failed in a row (5xx), one replay stops: Mattermost is unwell.
+REPLAY_FAILURES_IN_A_ROW = 3
 #: Look-ups for a post whose outcome is unknown start this long before it was sent
 #: (clocks of the app and of Mattermost may differ).
 CLOCK_SKEW = 300.0
-#: Time the abandoned jobs of an exiting process may take to be spooled.
-EXIT_SPOOL_SECONDS = 2.0
 #: The post's props key that holds the event id.
 EVENT_PROP = "perfalert_event_id"
+#: Version of the spool entries this code writes.
+ENTRY_VERSION = 2
 
 
 class MattermostAlerts:
@@ -81,22 +89,30 @@ class MattermostAlerts:
         self,
         settings: PerfAlertSettings,
         stats: Counts,
+        app_key: str,
         address: ServerAddress,
         token: str,
         channel_id: str,
         spool_dir: Path,
     ) -> None:
         self.stats = stats
+        #: Names the app in its spool entries: every process of the app sends them.
+        self.app_key = app_key
         self.client = MattermostClient(address, token, channel_id, settings.mattermost_timeout)
         self.max_retries = settings.mattermost_max_retries
-        self.spool = Spool(spool_dir, on_drop=self._dropped_from_spool)
+        self.spool = Spool(spool_dir, on_drop=self._dropped)
         #: Until then (monotonic), Mattermost is taken to be down.
         self._down_until = 0.0
         self._replay_delay = REPLAY_MIN
-        self._exit_deadline: float | None = None
+        #: Entries that failed on their own: event id -> (failures, not before (monotonic)).
+        self._entry_waits: dict[str, tuple[int, float]] = {}
+        self._spool_warning = LimitedWarning()
+        self._lookup_warning = LimitedWarning()
 
     @classmethod
-    def from_settings(cls, settings: PerfAlertSettings, stats: Counts) -> MattermostAlerts | None:
+    def from_settings(
+        cls, settings: PerfAlertSettings, stats: Counts, app_key: str
+    ) -> MattermostAlerts | None:
         """The subscriber, or None after a warning saying what is missing."""
         problems = configuration_problems(settings)
         if problems:
@@ -118,6 +134,7 @@ class MattermostAlerts:
             alerts = cls(
                 settings,
                 stats,
+                app_key,
                 address,
                 settings.mattermost_token.get_secret_value(),
                 settings.mattermost_channel_id.strip(),
@@ -126,31 +143,44 @@ class MattermostAlerts:
         except Exception:
             logger.exception("Mattermost alerts could not be set up; they are off")
             return None
-        waiting = len(alerts.spool.names())
+        waiting = alerts.spool.count(alerts._owns)
         if waiting:
             logger.info(
-                "%d Mattermost alert(s) wait in %s; they are sent after the next delivery, "
-                "or by `flask perfalert check`.",
+                "%d Mattermost alert(s) of this app wait in %s; they are sent in a moment.",
                 waiting,
                 alerts.spool.folder,
             )
+            WORKER.schedule(alerts, REPLAY_AT_START * random.uniform(1.0, 1.5))
         return alerts
 
-    # -- the request thread -------------------------------------------------------------
+    # -- the thread that sends the signal ------------------------------------------------
     def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
+        """Render and spool the alert now; Mattermost's thread sends it."""
         if event.duplicate:
             return
-        WORKER.submit(_AlertJob(self, event))
+        data = self.entry_data(event)
+        try:
+            entry = self.spool.add(data)
+        except SpoolUnavailable:  # logged once by the spool
+            entry = SpoolEntry(None, data, None)
+        except OSError as exc:
+            self._spool_warning.warn(
+                "Could not write the Mattermost alert for %s to the spool %s (%s); it is sent "
+                "without a copy on disk",
+                data["summary"],
+                self.spool.folder,
+                exc,
+            )
+            entry = SpoolEntry(None, data, None)
+        WORKER.submit(_SendJob(self, entry))
 
-    # -- the delivery thread ------------------------------------------------------------
     def entry_data(self, event: SlowRequestEvent, *, test: bool = False) -> dict[str, Any]:
         """What the spool keeps of an alert: the post's text and the report."""
         return {
-            "version": 1,
+            "version": ENTRY_VERSION,
             "event_id": event.id,
             "created": time.time(),
-            "server": self.client.address.display,
-            "channel_id": self.client.channel_id,
+            "app": self.app_key,
             "summary": event.summary(),
             "message": format_message(event, test=test),
             "report_name": report_name(event),
@@ -158,27 +188,11 @@ class MattermostAlerts:
             "post_sent_at": None,
         }
 
-    def deliver_new(self, event: SlowRequestEvent) -> None:
-        """Spool, then send with retries (the job of one new alert)."""
-        data = self.entry_data(event)
-        try:
-            entry = self.spool.add(data)
-        except OSError as exc:
-            logger.warning(
-                "Could not write the Mattermost alert for %s to the spool %s (%s); sending "
-                "it without a copy on disk.",
-                data["summary"],
-                self.spool.folder,
-                exc,
-            )
-            entry = SpoolEntry(None, data, None)
-        # While Mattermost is known to be down, a new alert is one probe (no
-        # retries): it costs at most one timeout, and delivers the moment
-        # Mattermost is back (the spool follows). At exit, one try each too.
+    # -- the delivery thread -------------------------------------------------------------
+    def deliver(self, entry: SpoolEntry) -> None:
+        """Send a new alert, with retries (one try while Mattermost is down, or at exit)."""
         down = time.monotonic() < self._down_until
-        self._send_with_retries(entry, 0 if down or WORKER.closing else self.max_retries)
-
-    def _send_with_retries(self, entry: SpoolEntry, max_retries: int) -> None:
+        retries = 0 if down or WORKER.closing else self.max_retries
         retry = 0
         while True:
             try:
@@ -188,9 +202,9 @@ class MattermostAlerts:
                     self._refused(entry, exc)
                     return
                 delay = _backoff(retry, exc.retry_after)
-                if retry >= max_retries or delay > MAX_INLINE_WAIT or WORKER.closing:
+                if retry >= retries or delay > MAX_INLINE_WAIT or WORKER.closing:
                     self.stats.add("delivery_failures")
-                    self._unavailable(exc, delay if exc.retry_after else None)
+                    self._unavailable(delay if exc.retry_after is not None else None)
                     self._keep(entry, f"{exc} (after {retry + 1} tries)")
                     return
                 retry += 1
@@ -199,7 +213,7 @@ class MattermostAlerts:
                     entry.data["summary"],
                     exc,
                     retry + 1,
-                    max_retries + 1,
+                    retries + 1,
                     delay,
                 )
                 if not WORKER.sleep(delay):
@@ -210,18 +224,56 @@ class MattermostAlerts:
                 self.replay()
                 return
 
+    def replay(self) -> tuple[int, int]:
+        """Send what of this app waits in the spool, one try each.
+
+        An entry that fails on its own (a 5xx) waits longer and the others go on;
+        the replay stops when Mattermost cannot be reached, refuses the settings
+        or asks to slow down. Returns how many were delivered and how many are left.
+        """
+        delivered = failed_in_a_row = 0
+        now = time.monotonic()
+        for entry in self.spool.claim(self._owns):
+            waits = self._entry_waits.get(entry.data["event_id"])
+            if waits is not None and waits[1] > now:
+                self.spool.release(entry)
+                continue
+            try:
+                self._send(entry)
+            except MattermostError as exc:
+                if exc.kind == "entry":
+                    self._refused(entry, exc)
+                    continue
+                self.spool.release(entry)
+                self.stats.add("delivery_failures")
+                failed_in_a_row += 1
+                if exc.kind == "transient" and exc.status not in (None, 429):
+                    self._entry_failed(entry)
+                    if failed_in_a_row < REPLAY_FAILURES_IN_A_ROW:
+                        continue
+                self._unavailable(REPLAY_MAX if exc.kind == "config" else exc.retry_after)
+                log = logger.error if exc.kind == "config" else logger.warning
+                log("Mattermost alerts wait in the spool %s: %s.", self.spool.folder, exc)
+                break
+            else:
+                self._delivered(entry, replayed=True)
+                delivered += 1
+                failed_in_a_row = 0
+        left = self.spool.count(self._owns)
+        if left:
+            self._schedule_replay()
+        return delivered, left
+
     def _send(self, entry: SpoolEntry) -> dict[str, Any]:
         """One try: find the post if it may exist, else upload the report and post."""
         data = entry.data
         client = self.client
         event_id = str(data["event_id"])
         sent_at = data.get("post_sent_at")
-        if sent_at:
-            found = client.find_post(EVENT_PROP, event_id, float(sent_at) - CLOCK_SKEW)
-            if found is not None:
-                return found
+        found = self._find(entry, float(sent_at)) if sent_at else None
+        if found is not None:
+            return found
         message = str(data["message"])
-        file_ids: list[str] = []
         html = data.get("report_html")
         if html is None:
             entry.report_problem = "it could not be made (see the app's log)"
@@ -239,10 +291,14 @@ class MattermostAlerts:
                 entry.report_problem = str(exc)
         if entry.report_problem is not None:
             message += report_note(entry.report_problem)
-        if entry.file_id is not None:
-            file_ids = [entry.file_id]
+        file_ids = [entry.file_id] if entry.file_id is not None else []
         if not sent_at:
-            self._note_sent(entry)
+            # Written before the post goes out: whoever tries again later (this
+            # process or another) knows to look for the post first.
+            try:
+                self.spool.update(entry, post_sent_at=time.time())
+            except OSError:
+                entry.data["post_sent_at"] = time.time()
         post = client.create_post(message, file_ids, event_id, {EVENT_PROP: event_id})
         if file_ids and file_ids[0] not in (post.get("file_ids") or []):
             logger.warning(
@@ -253,17 +309,26 @@ class MattermostAlerts:
             )
         return post
 
-    def _note_sent(self, entry: SpoolEntry) -> None:
-        # Written before the post goes out: whoever tries again later (this
-        # process or another) knows to look for the post first.
+    def _find(self, entry: SpoolEntry, sent_at: float) -> dict[str, Any] | None:
+        """The post an earlier try may have made; None if there is none, or no way to tell."""
+        event_id = str(entry.data["event_id"])
         try:
-            self.spool.update(entry, post_sent_at=time.time())
-        except OSError:
-            entry.data["post_sent_at"] = time.time()
+            return self.client.find_post(EVENT_PROP, event_id, sent_at - CLOCK_SKEW)
+        except MattermostError as exc:
+            if exc.kind == "transient":
+                raise
+            self._lookup_warning.warn(
+                "Mattermost alert for %s: an earlier try may have been posted, but %s; it is "
+                "posted again (it may show twice; give the bot the read_channel permission)",
+                entry.data["summary"],
+                exc,
+            )
+            return None
 
-    # -- outcomes -----------------------------------------------------------------------
+    # -- outcomes -------------------------------------------------------------------------
     def _delivered(self, entry: SpoolEntry, replayed: bool = False) -> None:
         self.spool.remove(entry)
+        self._entry_waits.pop(entry.data["event_id"], None)
         self.stats.add("delivered")
         self._down_until = 0.0
         self._replay_delay = REPLAY_MIN
@@ -295,16 +360,37 @@ class MattermostAlerts:
         self.stats.add("delivery_failures")
         if exc.kind == "config":
             logger.error("Mattermost alert not delivered: %s.", exc)
-            self._unavailable(exc, REPLAY_MAX)
+            self._unavailable(REPLAY_MAX)
             self._keep(entry, str(exc))
             return
         self.spool.remove(entry)
-        self.stats.add("dropped")
-        logger.error("Mattermost alert for %s dropped: %s.", entry.data["summary"], exc)
+        self._dropped(entry.data, str(exc), level=logging.ERROR)
 
-    def _unavailable(self, exc: MattermostError, delay: float | None) -> None:
+    def _dropped(self, data: dict[str, Any], reason: str, level: int = logging.WARNING) -> None:
+        self.stats.add("dropped")
+        logger.log(level, "Mattermost alert for %s dropped: %s.", data.get("summary"), reason)
+
+    def _crashed(self, entry: SpoolEntry) -> None:
+        """An unexpected error on the delivery thread: log it, keep the alert, try it later."""
+        logger.exception(
+            "Flask-PerfAlert failed unexpectedly sending the Mattermost alert for %s",
+            entry.data["summary"],
+        )
+        if entry.fd is None:  # already delivered, dropped or released
+            self._schedule_replay()
+            return
+        self._entry_failed(entry)
+        self._keep(entry, "an unexpected error (logged above)")
+
+    def _entry_failed(self, entry: SpoolEntry) -> None:
+        event_id = entry.data["event_id"]
+        failures = self._entry_waits.get(event_id, (0, 0.0))[0] + 1
+        wait = min(REPLAY_MAX, REPLAY_MIN * 2 ** (failures - 1))
+        self._entry_waits[event_id] = (failures, time.monotonic() + wait)
+
+    def _unavailable(self, delay: float | None) -> None:
         """Mattermost cannot take alerts now: the next ones go straight to the spool."""
-        wait = delay if delay is not None else self._replay_delay
+        wait = min(delay, MAX_RETRY_AFTER) if delay is not None else self._replay_delay
         self._down_until = time.monotonic() + wait
         self._replay_delay = min(REPLAY_MAX, self._replay_delay * 2)
 
@@ -312,45 +398,34 @@ class MattermostAlerts:
         delay = max(0.0, self._down_until - time.monotonic()) or self._replay_delay
         WORKER.schedule(self, delay * random.uniform(1.0, 1.2))
 
-    def _dropped_from_spool(self, data: dict[str, Any], reason: str) -> None:
-        self.stats.add("dropped")
-        logger.warning("Mattermost alert for %s dropped: %s.", data.get("summary"), reason)
-
-    # -- replay ---------------------------------------------------------------------
     def _owns(self, data: dict[str, Any]) -> bool:
+        # The app, not the server or channel: alerts kept while a setting was
+        # wrong go wherever the settings point once they are fixed.
+        return data.get("app") == self.app_key
+
+    # -- the CLI and the app's life ---------------------------------------------------------
+    def backlog(self) -> str:
+        """One line on what waits in the spool, for ``flask perfalert stats`` and ``check``."""
+        waiting = self.spool.waiting(self._owns)
+        if not waiting:
+            return f"Mattermost: no alert waits in the spool {self.spool.folder}."
+        oldest = datetime.fromtimestamp(min(d["created"] for d in waiting), tz=timezone.utc)
         return (
-            data.get("server") == self.client.address.display
-            and data.get("channel_id") == self.client.channel_id
+            f"Mattermost: {len(waiting)} alert(s) wait in the spool {self.spool.folder}, "
+            f"the oldest since {oldest:%Y-%m-%d %H:%M:%S} UTC."
         )
 
-    def replay(self) -> tuple[int, int]:
-        """Send what waits in the spool, one try each; stop at the first transient failure.
+    def backlog_figures(self) -> dict[str, Any]:
+        """``mattermost_waiting`` and ``mattermost_oldest`` (epoch seconds, or None)."""
+        waiting = self.spool.waiting(self._owns)
+        oldest = min((d["created"] for d in waiting), default=None)
+        return {"mattermost_waiting": len(waiting), "mattermost_oldest": oldest}
 
-        Returns how many were delivered and how many are left.
-        """
-        delivered = 0
-        for entry in self.spool.claim(self._owns):
-            try:
-                self._send(entry)
-            except MattermostError as exc:
-                if exc.kind == "entry":
-                    self._refused(entry, exc)
-                    continue
-                self.spool.release(entry)
-                self.stats.add("delivery_failures")
-                self._unavailable(exc, REPLAY_MAX if exc.kind == "config" else exc.retry_after)
-                self._schedule_replay()
-                log = logger.error if exc.kind == "config" else logger.warning
-                log(
-                    "Mattermost alerts wait in the spool %s: %s.",
-                    self.spool.folder,
-                    exc,
-                )
-                break
-            else:
-                self._delivered(entry, replayed=True)
-                delivered += 1
-        return delivered, self.spool.count()
+    def send_test(self, event: SlowRequestEvent) -> dict[str, Any]:
+        """Send a test alert now, once, without the spool; raises MattermostError."""
+        entry = SpoolEntry(None, self.entry_data(event, test=True), None)
+        entry.data["summary"] = "the test alert"
+        return self._send(entry)
 
     def close(self) -> None:
         """Stop replaying: the app's monitoring was closed or set up again (``init_app``).
@@ -358,41 +433,6 @@ class MattermostAlerts:
         What waits in the spool stays there for the next process (or the new set-up).
         """
         WORKER.forget(self)
-
-    # -- the CLI ----------------------------------------------------------------------
-    def send_test(self, event: SlowRequestEvent) -> dict[str, Any]:
-        """Send a test alert now, once, without the spool; raises MattermostError."""
-        entry = SpoolEntry(None, self.entry_data(event, test=True), None)
-        entry.data["summary"] = "the test alert"
-        return self._send(entry)
-
-    # -- exit --------------------------------------------------------------------------
-    def abandon(self, event: SlowRequestEvent, reason: str) -> None:
-        """A queued alert will not run: spool it if the process is exiting, else drop it."""
-        summary = event.summary()
-        if not WORKER.closing:
-            # The queue is full: do not render on the request thread.
-            self.stats.add("dropped")
-            logger.warning("Mattermost alert for %s dropped: %s.", summary, reason)
-            return
-        now = time.monotonic()
-        if self._exit_deadline is None:
-            self._exit_deadline = now + EXIT_SPOOL_SECONDS
-        if now > self._exit_deadline:
-            self.stats.add("dropped")
-            logger.warning(
-                "Mattermost alert for %s dropped: %s, and no time was left to spool it.",
-                summary,
-                reason,
-            )
-            return
-        try:
-            entry = self.spool.add(self.entry_data(event))
-        except OSError as exc:
-            self.stats.add("dropped")
-            logger.warning("Mattermost alert for %s dropped: %s (spool: %s).", summary, reason, exc)
-            return
-        self._keep(entry, reason)
 
 
 def _backoff(retry: int, retry_after: float | None) -> float:
@@ -403,14 +443,17 @@ def _backoff(retry: int, retry_after: float | None) -> float:
     return ceiling / 2 + random.uniform(0.0, ceiling / 2)
 
 
-class _AlertJob:
-    def __init__(self, alerts: MattermostAlerts, event: SlowRequestEvent) -> None:
+class _SendJob:
+    def __init__(self, alerts: MattermostAlerts, entry: SpoolEntry) -> None:
         self.alerts = alerts
-        self.event = event
-        self.description = f"Mattermost alert for {event.key}"
+        self.entry = entry
+        self.description = f"Mattermost alert for {entry.data['summary']}"
 
     def run(self) -> None:
-        self.alerts.deliver_new(self.event)
+        try:
+            self.alerts.deliver(self.entry)
+        except Exception:
+            self.alerts._crashed(self.entry)
 
     def abandon(self, reason: str) -> None:
-        self.alerts.abandon(self.event, reason)
+        self.alerts._keep(self.entry, reason)

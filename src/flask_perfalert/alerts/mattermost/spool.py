@@ -1,41 +1,74 @@
 """The spool: Mattermost alerts on disk until they are delivered.
 
-An alert is written here *before* it is first sent and removed once Mattermost
-has it, so a process that dies mid-delivery loses nothing. One JSON file per
-alert, holding only what the post needs (the message and the HTML report, both
-made from the already redacted event) and never the token.
+An alert is written here when it is made (by the subscriber, before any try to
+send it) and removed once Mattermost has it, so a process that dies, even by
+``SIGKILL``, loses nothing. One file per alert, holding only what the post
+needs (the message and the HTML report, both made from the already redacted
+event) and never the token.
 
-* The folder is created with mode 0700, files have mode 0600.
-* Writes are atomic (a temporary file renamed into place).
+The spool is ours or ignored. Its entries are posted with the bot's token, so
+a file someone else put there must never be sent:
+
+* The folder is used only when it is a real folder (not a link) owned by this
+  process's user that nobody else may write to. The extension creates it with
+  mode 0700 when it is missing; it never changes the mode of a folder.
+* Every entry is signed: its first line holds an HMAC-SHA256 of the rest,
+  under a random key kept in the folder (``.perfalert-spool-key``, mode 0600,
+  made once, shared by every process using the folder). An entry is read only
+  if it is a regular file of this user with mode 0600, a single link, and its
+  signature holds. Anything else is logged once and left alone.
+* Writes are atomic (a temporary file renamed into place), mode 0600.
 * Several processes may share the folder (gunicorn workers, the CLI). Whoever
   sends an entry holds an exclusive ``flock`` on it; the lock is taken on the
   temporary file before it is renamed into place, so an entry is never visible
   unlocked while its writer still works on it, and the kernel releases it when
   a process dies. Others skip locked entries.
-* Only files whose names this module makes are read or removed.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import hmac
 import json
-import logging
 import os
 import re
+import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..._files import make_folder, remove_stale_temps, temp_name_pattern, write_atomic
-
-logger = logging.getLogger("flask_perfalert")
+from ..._logging import logger
 
 _NAME = re.compile(r"^mm-\d{13}-[0-9a-f]{8,32}\.json$")
 _TEMP_PREFIX = ".mm-"
 _OWN_TEMP = temp_name_pattern(_TEMP_PREFIX)
+KEY_NAME = ".perfalert-spool-key"
+#: The first word of an entry: the format, then the signature of the rest.
+MAGIC = b"PERFALERT-SPOOL-1"
 #: Most alerts kept; beyond, the oldest are dropped (with a warning).
 MAX_ENTRIES = 500
+#: An entry larger than this is no entry of ours (reports are far smaller).
+MAX_ENTRY_BYTES = 64 * 1024 * 1024
+_KEY_BYTES = 32
+#: What an entry must hold, and of which type, to be sent.
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "event_id": str,
+    "created": (int, float),
+    "app": str,
+    "summary": str,
+    "message": str,
+    "report_name": str,
+    "report_html": (str, type(None)),
+    "post_sent_at": (int, float, type(None)),
+}
+
+
+class SpoolUnavailable(OSError):
+    """The folder cannot be the spool: other users could write to it, or it is no folder."""
 
 
 class SpoolEntry:
@@ -72,15 +105,54 @@ class Spool:
         self.folder = Path(folder)
         self.max_entries = max_entries
         self._on_drop = on_drop
+        self._key: bytes | None = None
+        #: Files already logged as ignored: (name, inode, mtime, size).
+        self._ignored: set[tuple[str, int, int, int]] = set()
+        #: Entries read and verified before: (name, inode, mtime, size) -> their data.
+        self._verified: dict[tuple[str, int, int, int], dict[str, Any]] = {}
 
-    # -- writing ----------------------------------------------------------------
+    # -- the folder and its key ----------------------------------------------------------
+    def check_folder(self, create: bool = False) -> Path:
+        """The folder, if it can be the spool; raises OSError if not.
+
+        With ``create``, a missing folder is made (mode 0700) first. A folder
+        others may write to raises SpoolUnavailable, logged here once.
+        """
+        folder = self.folder
+        if create:
+            make_folder(folder)
+        info = os.lstat(folder)
+        problem = None
+        if not stat.S_ISDIR(info.st_mode):
+            problem = "it is not a folder (a link, or a file)"
+        elif info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            problem = (
+                f"other users may write to it (owner uid {info.st_uid}, mode "
+                f"{stat.S_IMODE(info.st_mode):04o}), so they could make the bot post"
+            )
+        if problem is not None:
+            self._ignore(
+                ("", info.st_ino, info.st_uid, info.st_mode),
+                f"The Mattermost spool {folder} is not used: {problem}. Alerts are sent "
+                "without a copy on disk and nothing in it is sent; set PERFALERT_SPOOL_DIR "
+                "to a folder of the app's own (a missing one is created, mode 0700)",
+            )
+            raise SpoolUnavailable(f"{folder} is not a private folder of this user")
+        return folder
+
+    def _signing_key(self, folder: Path) -> bytes:
+        if self._key is None:
+            self._key = _load_or_make_key(folder / KEY_NAME)
+        return self._key
+
+    # -- writing ------------------------------------------------------------------------
     def add(self, data: dict[str, Any]) -> SpoolEntry:
-        """Write a new entry and keep it locked; raises OSError when the disk says no."""
-        folder = self._ensure_folder()
+        """Write a new entry and keep it locked; raises OSError when it cannot be written."""
+        folder = self.check_folder(create=True)
         self._make_room()
         name = f"mm-{int(time.time() * 1000):013d}-{data['event_id']}.json"
         path = folder / name
-        fd = self._write_locked(folder, path, data)
+        fd = self._write_locked(path, data)
         return SpoolEntry(path, data, fd)
 
     def update(self, entry: SpoolEntry, **changes: Any) -> None:
@@ -88,7 +160,7 @@ class Spool:
         entry.data.update(changes)
         if entry.path is None:
             return
-        fd = self._write_locked(entry.path.parent, entry.path, entry.data)
+        fd = self._write_locked(entry.path, entry.data)
         entry.close()
         entry.fd = fd
 
@@ -105,23 +177,16 @@ class Spool:
         """Leave the entry in the spool for a later try."""
         entry.close()
 
-    def _write_locked(self, folder: Path, path: Path, data: dict[str, Any]) -> int:
+    def _write_locked(self, path: Path, data: dict[str, Any]) -> int:
         payload = json.dumps(data, ensure_ascii=False).encode("utf-8")
-        fd = write_atomic(folder / path.name, payload, temp_prefix=_TEMP_PREFIX, lock=True)
+        mac = hmac.new(self._signing_key(path.parent), payload, hashlib.sha256).hexdigest()
+        content = MAGIC + b" " + mac.encode("ascii") + b"\n" + payload
+        fd = write_atomic(path, content, temp_prefix=_TEMP_PREFIX, lock=True)
         assert fd is not None
         return fd
 
-    def _ensure_folder(self) -> Path:
-        folder = self.folder
-        make_folder(folder)
-        info = folder.stat()
-        if info.st_mode & 0o077 and info.st_uid == os.getuid():
-            folder.chmod(0o700)
-        return folder
-
     def _make_room(self) -> None:
-        names = self.names()
-        excess = len(names) - self.max_entries + 1
+        excess = len(self.waiting()) - self.max_entries + 1
         if excess <= 0:
             return
         for entry in self.claim(lambda data: True):
@@ -134,25 +199,31 @@ class Spool:
             if self._on_drop is not None:
                 self._on_drop(entry.data, reason)
 
-    # -- reading ------------------------------------------------------------------
-    def names(self) -> list[str]:
-        """Entry file names, oldest first."""
-        try:
-            return sorted(n for n in os.listdir(self.folder) if _NAME.match(n))
-        except OSError:
-            return []
+    # -- reading -------------------------------------------------------------------------
+    def waiting(
+        self, accept: Callable[[dict[str, Any]], bool] = lambda data: True
+    ) -> list[dict[str, Any]]:
+        """What the entries ``accept`` wants hold, oldest first (not locked: a snapshot)."""
+        found = []
+        for path in self._entry_paths():
+            data = self._read(path)
+            if data is not None and accept(data):
+                found.append(data)
+        return found
 
-    def count(self) -> int:
-        return len(self.names())
+    def count(self, accept: Callable[[dict[str, Any]], bool] = lambda data: True) -> int:
+        return len(self.waiting(accept))
 
     def claim(self, accept: Callable[[dict[str, Any]], bool]) -> Iterator[SpoolEntry]:
         """Lock and yield the entries ``accept`` wants, oldest first; skip locked ones.
 
         The caller removes or releases each entry it gets.
         """
-        remove_stale_temps(self.folder, _OWN_TEMP)
-        for name in self.names():
-            entry = self._open(self.folder / name)
+        paths = self._entry_paths()
+        if paths:
+            remove_stale_temps(self.folder, _OWN_TEMP)
+        for path in paths:
+            entry = self._open(path)
             if entry is None:
                 continue
             if not accept(entry.data):
@@ -160,36 +231,156 @@ class Spool:
                 continue
             yield entry
 
+    def _entry_paths(self) -> list[Path]:
+        try:
+            folder = self.check_folder()
+            names = sorted(n for n in os.listdir(folder) if _NAME.match(n))
+        except OSError:  # missing, or not usable: a new alert says why (SpoolUnavailable: logged)
+            return []
+        return [folder / name for name in names]
+
     def _open(self, path: Path) -> SpoolEntry | None:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            return None  # delivered and removed meanwhile
+            return None  # delivered and removed meanwhile, or a link (logged by _read)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Removed or replaced between open() and flock(): not ours to take.
             if os.fstat(fd).st_ino != os.stat(path).st_ino:
                 raise BlockingIOError
-            with os.fdopen(os.dup(fd), "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
-            if not isinstance(data, dict) or "event_id" not in data:
-                raise ValueError("not a spool entry")
+            data = self._read_fd(path, fd)
         except OSError:
+            data = None
+        if data is None:
             os.close(fd)
-            return None
-        except ValueError as exc:
-            os.close(fd)
-            self._quarantine(path, exc)
             return None
         return SpoolEntry(path, data, fd)
 
-    def _quarantine(self, path: Path, exc: Exception) -> None:
+    def _read(self, path: Path) -> dict[str, Any] | None:
         try:
-            os.replace(path, path.with_name(path.name + ".unreadable"))
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._ignore((path.name, 0, 0, 0), f"{path} is ignored: {exc}")
+            return None
+        try:
+            return self._read_fd(path, fd)
         except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _read_fd(self, path: Path, fd: int) -> dict[str, Any] | None:
+        """The entry's data if it is ours and intact; else None (logged once)."""
+        info = os.fstat(fd)
+        ident = (path.name, info.st_ino, info.st_mtime_ns, info.st_size)
+        known = self._verified.get(ident)
+        if known is not None:
+            return dict(known)
+        if ident in self._ignored:
+            return None
+        problem = _foreign(info)
+        data = None
+        if problem is None:
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                content = handle.read(MAX_ENTRY_BYTES + 1)
+            data, problem = self._verify(path.parent, content)
+        if data is None:
+            self._ignore(
+                ident,
+                f"Mattermost spool entry {path} is ignored and left as it is: {problem} "
+                "(an entry this app did not write is never sent)",
+            )
+            return None
+        if len(self._verified) > 4 * self.max_entries:
+            self._verified.clear()
+        self._verified[ident] = data
+        return dict(data)
+
+    def _verify(self, folder: Path, content: bytes) -> tuple[dict[str, Any] | None, str]:
+        if len(content) > MAX_ENTRY_BYTES:
+            return None, "it is too large"
+        header, _, payload = content.partition(b"\n")
+        magic, _, mac = header.partition(b" ")
+        if magic != MAGIC:
+            return None, "it is not signed"
+        try:
+            key = self._signing_key(folder)
+        except OSError as exc:
+            return None, f"the signing key cannot be read ({exc})"
+        expected = hmac.new(key, payload, hashlib.sha256).hexdigest().encode("ascii")
+        if not hmac.compare_digest(mac, expected):
+            return None, "its signature does not match this spool's key"
+        try:
+            data = json.loads(payload.decode("utf-8"))
+        except ValueError:
+            return None, "it is not valid JSON"
+        if not isinstance(data, dict) or any(
+            not isinstance(data.get(name), kind) for name, kind in _FIELDS.items()
+        ):
+            return None, "it lacks fields of an alert"
+        return data, ""
+
+    def _ignore(self, ident: tuple[str, int, int, int], message: str) -> None:
+        if ident in self._ignored:
             return
-        logger.warning(
-            "Unreadable Mattermost spool entry %s (%s); renamed to *.unreadable and skipped.",
-            path,
-            exc,
-        )
+        if len(self._ignored) > 4 * self.max_entries:
+            self._ignored.clear()
+        self._ignored.add(ident)
+        logger.warning("%s.", message)
+
+
+def _foreign(info: os.stat_result) -> str | None:
+    """Why a file with this status is not an entry this user wrote, or None."""
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if info.st_uid != os.geteuid():
+        return f"it belongs to another user (uid {info.st_uid})"
+    if stat.S_IMODE(info.st_mode) != 0o600:
+        return f"its mode is {stat.S_IMODE(info.st_mode):04o}, not 0600"
+    if info.st_nlink != 1:
+        return "it has other links"
+    return None
+
+
+def _load_or_make_key(path: Path) -> bytes:
+    """The spool's signing key; made (random, mode 0600) by the first process that needs it."""
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(_KEY_BYTES)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        # A link never replaces an existing key: of processes racing, the first one wins.
+        os.link(tmp, path)
+    except FileExistsError:
+        return _read_key(path)
+    finally:
+        os.unlink(tmp)
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        # Not _foreign(): a key being made has two links for a moment.
+        mode = stat.S_IMODE(info.st_mode)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or mode != 0o600:
+            raise PermissionError(f"the spool's key {path} is not a private file of this user")
+        key = os.read(fd, _KEY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(key) != _KEY_BYTES:
+        raise PermissionError(f"the spool's key {path} is damaged")
+    return key
