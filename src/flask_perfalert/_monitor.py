@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request
@@ -31,7 +32,7 @@ from ._request_info import (
     request_params,
     request_url,
 )
-from ._sampler import LINKED_THREADS
+from ._sampler import LINKED_THREADS, keep_sampling_signal_off_this_thread
 from ._stats import Stats
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
@@ -113,7 +114,12 @@ class AppMonitor:
         if not settings.enabled:  # nothing to de-duplicate: no connection either
             return MemoryStore(prefix=settings.storage_prefix, clock=self.clock)
         try:
-            return open_store(settings.storage_uri, settings.storage_prefix, clock=self.clock)
+            return open_store(
+                settings.storage_uri,
+                settings.storage_prefix,
+                clock=self.clock,
+                thread_setup=keep_sampling_signal_off_this_thread,
+            )
         except Exception as exc:
             logger.warning(
                 "PERFALERT_STORAGE_URI could not be used (%s); keeping the alert window "
@@ -287,10 +293,16 @@ class AppMonitor:
 
     # -- event -> de-duplication -> signal ---------------------------------------------------
     def emit(self, app: Flask, event: SlowRequestEvent) -> None:
-        stats = self.stats
-        stats.add("slow")
-        event.duplicate = not self._claim(event.key)
-        stats.add("suppressed" if event.duplicate else "alerted")
+        self.stats.add("slow")
+        # A shared store that does not answer holds the claim and calls back once
+        # it has decided (from its own thread); see storage/fallback.py.
+        won = self._claim(event.key, partial(self._signal, app, event))
+        if won is not None:
+            self._signal(app, event, won)
+
+    def _signal(self, app: Flask, event: SlowRequestEvent, won: bool) -> None:
+        event.duplicate = not won
+        self.stats.add("suppressed" if event.duplicate else "alerted")
         with app.app_context():
             for receiver in perf_slow_request.receivers_for(app):
                 try:
@@ -300,9 +312,9 @@ class AppMonitor:
                         "A receiver of perf_slow_request failed for %s", event.summary()
                     )
 
-    def _claim(self, key: str) -> bool:
+    def _claim(self, key: str, later: Callable[[bool], None]) -> bool | None:
         try:
-            return self.store.claim(key, self.window_seconds)
+            return self.store.claim(key, self.window_seconds, later)
         except Exception:
             logger.exception("The alert store failed; alerting anyway")
             return True

@@ -22,6 +22,7 @@ perfalert stats`` shows its own process.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .base import Clock, Store, masked_uri
 from .fallback import FallbackStore
@@ -34,8 +35,16 @@ __all__ = ["FallbackStore", "MemoryStore", "Store", "masked_uri", "open_store"]
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
 
 
-def open_store(uri: str, prefix: str, clock: Clock = time.time) -> Store:
+def open_store(
+    uri: str,
+    prefix: str,
+    clock: Clock = time.time,
+    thread_setup: Callable[[], None] = lambda: None,
+) -> Store:
     """The store for ``PERFALERT_STORAGE_URI``.
+
+    ``thread_setup`` is called first on the thread a shared store starts to
+    decide held claims (see :class:`~.fallback.FallbackStore`).
 
     Raises ValueError for an unknown scheme or an unusable address (a missing
     folder), RuntimeError when the ``redis`` package is missing; the messages
@@ -46,9 +55,12 @@ def open_store(uri: str, prefix: str, clock: Clock = time.time) -> Store:
     if scheme == "memory":
         return MemoryStore(prefix=prefix, clock=clock)
     if scheme == "sqlite":
-        return FallbackStore(SQLiteStore.from_uri(uri, prefix, clock), prefix, clock)
+        shared: Store = SQLiteStore.from_uri(uri, prefix, clock)
+        return FallbackStore(shared, prefix, clock, thread_setup=thread_setup)
     if scheme in ("redis", "rediss"):
-        return FallbackStore(RedisStore(uri, prefix, clock), prefix, clock)
+        return FallbackStore(
+            RedisStore(uri, prefix, clock), prefix, clock, thread_setup=thread_setup
+        )
     supported = ", ".join(f"{name}://" for name in SCHEMES)
     if not scheme:
         raise ValueError(f"PERFALERT_STORAGE_URI is not a URI; use one of {supported}")

@@ -1,6 +1,7 @@
-"""Locks that survive ``fork``: a lock held by another thread at the moment of a
-fork would stay held forever in the child (gunicorn ``--preload`` forks workers
-from a master that may have used the store)."""
+"""Locks and state that survive ``fork``: a lock held by another thread at the moment
+of a fork would stay held forever in the child (gunicorn ``--preload`` forks workers
+from a master that may have used the store), and a thread of the parent does not
+exist in the child."""
 
 from __future__ import annotations
 
@@ -22,3 +23,17 @@ def renew_locks_after_fork(obj: object, *attributes: str) -> None:
                 setattr(target, name, threading.Lock())
 
     os.register_at_fork(after_in_child=renew)
+
+
+def reset_after_fork(obj: object, method: str) -> None:
+    """Call ``obj.<method>()`` in every forked child (after its locks are renewed)."""
+    if not hasattr(os, "register_at_fork"):  # pragma: no cover - not POSIX
+        return
+    ref = weakref.ref(obj)
+
+    def reset() -> None:
+        target = ref()
+        if target is not None:
+            getattr(target, method)()
+
+    os.register_at_fork(after_in_child=reset)

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 #: The wall clock of the window (tests pass a fake one).
 Clock = Callable[[], float]
+#: Called with the decision of a claim that was held (True: alert), see ``Store.claim``.
+Later = Callable[[bool], None]
 #: (sender id, batch number), or None for counts sent without a batch.
 Batch = tuple[str, int]
 
@@ -80,8 +82,14 @@ class Store(Protocol):
     #: True when every worker (and host) using it sees the same claims and counters.
     shared: bool
 
-    def claim(self, key: str, window_seconds: float) -> bool:
-        """True for exactly one caller per ``key`` per window (it alerts); claims it."""
+    def claim(self, key: str, window_seconds: float, later: Later | None = None) -> bool | None:
+        """True for exactly one caller per ``key`` per window (it alerts); claims it.
+
+        A store that cannot answer now may hold the claim instead when the caller
+        passes ``later``: it returns None and calls ``later(won)`` once it knows
+        (see :class:`~flask_perfalert.storage.FallbackStore`). Without ``later``
+        the answer is True or False.
+        """
         ...
 
     def add_counters(

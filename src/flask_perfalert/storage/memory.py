@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from ._fork import renew_locks_after_fork
-from .base import Batch
+from .base import Batch, Later
 
 #: Keys kept at most; the oldest claims are forgotten first.
 MAX_KEYS = 10_000
@@ -28,7 +28,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         renew_locks_after_fork(self, "_lock")
 
-    def claim(self, key: str, window_seconds: float) -> bool:
+    def claim(self, key: str, window_seconds: float, later: Later | None = None) -> bool:
         key = self.prefix + key
         now = self.clock()
         with self._lock:

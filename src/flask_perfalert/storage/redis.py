@@ -32,15 +32,23 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._fork import renew_locks_after_fork
-from .base import COUNTER_TTL, SENDER_TTL, WORKERS_RECENT, WORKERS_SEEN, Batch, masked_uri
+from .base import (
+    COUNTER_TTL,
+    SENDER_TTL,
+    WORKERS_RECENT,
+    WORKERS_SEEN,
+    Batch,
+    Later,
+    masked_uri,
+)
 
 if TYPE_CHECKING:
     import redis as redis_module
 
 #: Seconds to open a connection to Redis.
-CONNECT_TIMEOUT = 0.3
+CONNECT_TIMEOUT = 0.25
 #: Seconds to wait for one reply.
-READ_TIMEOUT = 0.5
+READ_TIMEOUT = 0.25
 
 INSTALL_HINT = "pip install 'flask-perfalert[redis]'"
 
@@ -146,7 +154,7 @@ class RedisStore:
             return self._client
 
     # -- the store protocol -------------------------------------------------------
-    def claim(self, key: str, window_seconds: float) -> bool:
+    def claim(self, key: str, window_seconds: float, later: Later | None = None) -> bool:
         millis = max(1, math.ceil(window_seconds * 1000))
         owner = f"{socket.gethostname()}:{os.getpid()}"
         client = self._client_for_process()

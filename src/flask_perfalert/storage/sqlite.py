@@ -29,10 +29,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ._fork import renew_locks_after_fork
-from .base import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch
+from .base import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch, Later
 
 #: Seconds a claim waits for another process's write lock before giving up.
-BUSY_TIMEOUT = 0.25
+BUSY_TIMEOUT = 0.05
 #: Seconds the first set-up of the file (WAL mode, table) may wait for a lock.
 PREPARE_TIMEOUT = 2.0
 #: Seconds between two deletions of expired rows by one process.
@@ -143,7 +143,7 @@ class SQLiteStore:
         return cls(sqlite_path(uri), prefix=prefix, clock=clock)
 
     # -- the store protocol -------------------------------------------------------
-    def claim(self, key: str, window_seconds: float) -> bool:
+    def claim(self, key: str, window_seconds: float, later: Later | None = None) -> bool:
         now = self.clock()
         with self._lock:
             conn = self._connection()
