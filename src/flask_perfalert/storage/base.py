@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Protocol
-from urllib.parse import urlsplit
 
 #: The wall clock of the window (tests pass a fake one).
 Clock = Callable[[], float]
@@ -38,34 +37,57 @@ WORKERS_SEEN = "workers_seen"
 _MASK = "**********"
 #: A URI inside any text (a setting's value, the repr of a list of them).
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]*")
-_PASSWORD = re.compile(r"(?<=://)([^/@?#]*?):([^/@?#]*)@")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&][^=&#]*pass[^=&#]*=)[^&#]*")
+#: What may follow the userinfo's "@": a host (or [IPv6]) and a port, then the end or / ? #.
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)(?::\d*)?")
+_END_OF_HOST = re.compile(r"[/?#]|$")
+_SECRET_QUERY = re.compile(r"(?i)([?&][^=&#]*(?:pass|secret|token|auth|sig|key)[^=&#]*=)[^&#]*")
 
 
 def masked_uri(text: str, *, address_only: bool = False) -> str:
-    """``text`` with the password of every URI in it masked; safe for logs and output.
+    """``text`` with the credentials of every URI in it masked; safe for logs and output.
 
-    ``redis://:secret@host/0?password=x`` reads ``redis://:**********@host/0?password=**********``;
-    with ``address_only``, only scheme, host, port and path are kept
+    ``redis://:p@ss@host/0?password=x`` reads ``redis://:**********@host/0?password=**********``:
+    the userinfo ends at the last ``@`` that a host follows, so a password may
+    hold ``@`` (and ``/``, ``?``, ``#``, which a URI should percent-encode).
+    With ``address_only``, only scheme, host, port and path are kept
     (``redis://host/0``), as a store describes itself.
     """
     return _URI.sub(lambda match: _mask(match.group(0), address_only), text)
 
 
 def _mask(uri: str, address_only: bool) -> str:
+    scheme, _, rest = uri.partition("://")
+    at = _userinfo_end(rest)
+    userinfo, hostpart = (rest[:at], rest[at + 1 :]) if at >= 0 else (None, rest)
     if address_only:
-        try:
-            parts = urlsplit(uri)
-            host = parts.hostname or "localhost"
-            port = parts.port
-        except ValueError:
-            return f"{uri.partition('://')[0]}://(invalid address)"
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{host}:{port}" if port is not None else host
-        return f"{parts.scheme}://{netloc}{parts.path}"
-    uri = _PASSWORD.sub(lambda m: f"{m.group(1)}:{_MASK}@", uri)
-    return _QUERY_PASSWORD.sub(lambda m: m.group(1) + _MASK, uri)
+        host_end = _END_OF_HOST.search(hostpart)
+        host = hostpart[: host_end.start()] if host_end else hostpart
+        path = re.split(r"[?#]", hostpart[len(host) :], maxsplit=1)[0]
+        return f"{scheme}://{host or 'localhost'}{path}"
+    if userinfo is not None:
+        user, colon, _ = userinfo.partition(":")
+        # "user:password" keeps the user; a bare userinfo may be a token: masked whole.
+        shown = f"{user}:{_MASK}" if colon else _MASK
+        hostpart = f"{shown}@{hostpart}"
+    return f"{scheme}://" + _SECRET_QUERY.sub(lambda m: m.group(1) + _MASK, hostpart)
+
+
+def _userinfo_end(rest: str) -> int:
+    """Where the userinfo of ``rest`` (a URI after ``scheme://``) ends: its "@", or -1."""
+    if "@" not in rest:
+        return -1
+    netloc = rest[: _END_OF_HOST.search(rest).start()]  # type: ignore[union-attr]
+    if "@" not in netloc:
+        if not netloc:
+            return -1  # no authority (sqlite:///path/a@b.db): the "@" is in the path
+        path = re.split(r"[?#]", rest[len(netloc) :], maxsplit=1)[0]
+        if _HOST_PORT.fullmatch(netloc) and "@" not in path:
+            return -1  # a plain host: the "@" is in the query or the fragment
+    for at in reversed([i for i, char in enumerate(rest) if char == "@"]):
+        host = _HOST_PORT.match(rest, at + 1)
+        if host is not None and _END_OF_HOST.match(rest, host.end()):
+            return at
+    return rest.rfind("@")  # no host follows any "@": mask all that could be a password
 
 
 class Store(Protocol):
