@@ -26,12 +26,7 @@ from ._measurement import Measurement
 from ._middleware import ENVIRON_DEFERRED, ENVIRON_PROFILER, hold_back
 from ._profiling import ProfilingPolicy
 from ._redaction import Redactor
-from ._request_info import (
-    profile_description,
-    request_headers,
-    request_params,
-    request_url,
-)
+from ._request_info import describe_request
 from ._sampler import LINKED_THREADS, keep_sampling_signal_off_this_thread
 from ._stats import Stats
 from .alerts.file import FileAlerts
@@ -223,20 +218,21 @@ class AppMonitor:
         threshold = self.threshold_for(endpoint)
         if endpoint not in self.excluded_endpoints and duration >= threshold:
             method = request.method
+            info = describe_request(request, self.redactor)
             result = self.policy.result(
                 collected,
                 start,
                 end,
-                profile_description(request, self.redactor),
+                info.title,
                 environ.get(ENVIRON_SESSIONS),
             )
             event = SlowRequestEvent(
                 kind="request",
                 endpoint=endpoint,
-                url=request_url(request, self.redactor),
+                url=info.url,
                 method=method,
-                params=request_params(request, self.redactor),
-                headers=request_headers(request, self.redactor),
+                params=info.params,
+                headers=info.headers,
                 status_code=status,
                 duration=duration,
                 threshold=threshold,
