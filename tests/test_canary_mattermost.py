@@ -11,11 +11,11 @@ folder's files.
 In the ``fails-first`` run, Mattermost first hangs past the timeout and then
 answers 503, with no retries: the first five alerts land in the spool, which
 is searched at each "kept in the spool" (while it holds them). The sixth
-alert gets through and the spool follows it, so all nine are delivered in the
+alert gets through and the spool follows it, so all ten are delivered in the
 end: every post comes from the spool or straight from an event, and both are
 searched.
 
-Delivery of the nine alerts is waited for on the Mattermost worker's thread,
+Delivery of the ten alerts is waited for on the Mattermost worker's thread,
 with a bound.
 """
 
@@ -31,7 +31,7 @@ import pytest
 from conftest import close_monitoring
 from flask import Flask
 from mattermost_standin import MattermostStandIn
-from test_canary import VISIBLE, Artefact, CanaryExtras, files_under
+from test_canary import SLOW_REQUESTS, VISIBLE, Artefact, CanaryExtras, files_under
 
 # Collected here too: the same canary, with the fixture below.
 from test_canary import test_no_canary_appears_in_any_artefact as test_no_canary_in_mattermost
@@ -41,7 +41,7 @@ from flask_perfalert.alerts.mattermost import WORKER
 __all__ = ["test_no_canary_in_mattermost"]
 
 #: Slow requests the canary test makes, hence alerts.
-ALERTS = 9
+ALERTS = SLOW_REQUESTS
 #: In ``fails-first``: posts that fail (one hang past the timeout, then 503s).
 FAILED_POSTS = 5
 #: Ordinary values a post's message shows (its URL and parameters).
