@@ -86,6 +86,18 @@ def slow_endpoints(app: Flask, *names: str) -> None:
         app.add_url_rule(f"/{name}", name, lambda: busy(0.08) or "x")
 
 
+def kept_while_down(app: Flask, standin: MattermostStandIn, spool: Path, *names: str) -> PerfAlert:
+    """The app, whose alerts for ``names`` wait in the spool: Mattermost is down."""
+    perf = monitored(app, standin, spool, mattermost_max_retries=0)
+    slow_endpoints(app, *names)
+    standin.down()
+    client = app.test_client()
+    for name in names:
+        client.get(f"/{name}")
+    settle()
+    return perf
+
+
 def settle() -> None:
     assert WORKER.wait_idle(30)
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask, request
+from test_redaction import run_wsgi
 from werkzeug.test import EnvironBuilder
 
 from flask_perfalert import PerfAlert, SlowRequestEvent
@@ -23,17 +24,6 @@ from flask_perfalert._redaction import Redactor, printable
 SLOW = {"threshold_seconds": 1e-6, "profiler": "none"}
 #: C0 and C1 controls but tab, line feed and carriage return, which HTML allows.
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def run_wsgi(app: Flask, environ: dict[str, Any]) -> bytes:
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        return lambda data: None
-
-    body = app(environ, start_response)
-    try:
-        return b"".join(body)
-    finally:
-        body.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

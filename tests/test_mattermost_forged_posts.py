@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from mattermost_setup import (
+    kept_while_down,
     monitored,
     posted_for,
     quick_retries,
@@ -66,16 +67,6 @@ def plant(folder: Path, name: str, content: bytes, mode: int = 0o600) -> Path:
     return path
 
 
-def kept_while_down(app: Flask, standin: MattermostStandIn, spool_dir: Path) -> None:
-    """One genuine alert waits in the spool (Mattermost was down); Mattermost is back."""
-    monitored(app, standin, spool_dir, mattermost_max_retries=0)
-    slow_endpoints(app, "genuine")
-    standin.down()
-    app.test_client().get("/genuine")
-    settle()
-    standin.start()
-
-
 def replay(app: Flask) -> str:
     result = app.test_cli_runner().invoke(args=["perfalert", "check"])
     assert result.exit_code == 0, result.output
@@ -115,7 +106,8 @@ def test_an_entry_planted_in_the_spool_is_never_posted(
     caplog: pytest.LogCaptureFixture,
     planted: object,
 ) -> None:
-    kept_while_down(app, standin, spool_dir)
+    kept_while_down(app, standin, spool_dir, "genuine")
+    standin.start()
     path = planted(spool_dir, standin)  # type: ignore[operator]
     content = path.read_bytes()
     replay(app)
@@ -131,7 +123,8 @@ def test_an_entry_planted_in_the_spool_is_never_posted(
 def test_an_entry_owned_by_another_user_is_never_posted(
     app: Flask, standin: MattermostStandIn, spool_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kept_while_down(app, standin, spool_dir)
+    kept_while_down(app, standin, spool_dir, "genuine")
+    standin.start()
     [genuine] = spool_entries(spool_dir)
     os.chown(genuine, 65534, 65534)  # "nobody": a copy another user made of a real entry
     replay(app)
@@ -197,7 +190,7 @@ def test_a_folder_the_extension_creates_is_private(
 ) -> None:
     old_umask = os.umask(0)
     try:
-        kept_while_down(app, standin, spool_dir)
+        kept_while_down(app, standin, spool_dir, "genuine")
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(spool_dir.stat().st_mode) == 0o700

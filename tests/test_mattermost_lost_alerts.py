@@ -23,6 +23,7 @@ import pytest
 from conftest import close_monitoring
 from flask import Flask
 from mattermost_setup import (
+    kept_while_down,
     mattermost_config,
     monitored,
     posted_for,
@@ -134,13 +135,7 @@ def test_alerts_of_a_killed_process_are_on_disk_and_sent_when_it_restarts(
 def test_alerts_waiting_at_start_up_are_sent_without_a_new_alert(
     app: Flask, standin: MattermostStandIn, spool_dir: Path
 ) -> None:
-    monitored(app, standin, spool_dir, mattermost_max_retries=0)
-    slow_endpoints(app, "a", "b")
-    standin.down()
-    client = app.test_client()
-    client.get("/a")
-    client.get("/b")
-    settle()
+    kept_while_down(app, standin, spool_dir, "a", "b")
     assert len(spooled(spool_dir)) == 2
     standin.start()
     restarted = Flask(app.import_name)  # the next process of the same app
@@ -172,13 +167,7 @@ def test_a_lookup_the_bot_may_not_make_does_not_keep_an_alert_for_good(
 def test_one_entry_that_keeps_failing_does_not_hold_up_the_others(
     app: Flask, standin: MattermostStandIn, spool_dir: Path
 ) -> None:
-    monitored(app, standin, spool_dir, mattermost_max_retries=0)
-    slow_endpoints(app, "alpha", "beta", "gamma")
-    standin.down()
-    client = app.test_client()
-    for name in ("alpha", "beta", "gamma"):
-        client.get(f"/{name}")
-    settle()
+    kept_while_down(app, standin, spool_dir, "alpha", "beta", "gamma")
     assert len(spooled(spool_dir)) == 3
     standin.start()
     # Mattermost fails every post about "alpha" (the oldest entry), and only those.
@@ -264,13 +253,7 @@ def test_a_spool_that_cannot_be_written_costs_one_warning_not_one_per_alert(
 def test_stats_and_check_say_how_many_alerts_wait_and_since_when(
     app: Flask, standin: MattermostStandIn, spool_dir: Path
 ) -> None:
-    monitored(app, standin, spool_dir, mattermost_max_retries=0)
-    slow_endpoints(app, "a", "b")
-    standin.down()
-    client = app.test_client()
-    client.get("/a")
-    client.get("/b")
-    settle()
+    kept_while_down(app, standin, spool_dir, "a", "b")
     oldest = min(entry["created"] for entry in spooled(spool_dir))
     runner = app.test_cli_runner()
 

@@ -8,32 +8,31 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def after_fork_in_child(obj: T, action: Callable[[T], None]) -> None:
+    """Call ``action(obj)`` in every forked child, while ``obj`` lives."""
+    if not hasattr(os, "register_at_fork"):  # pragma: no cover - not POSIX
+        return
+    ref = weakref.ref(obj)
+
+    def run() -> None:
+        target = ref()
+        if target is not None:
+            action(target)
+
+    os.register_at_fork(after_in_child=run)
 
 
 def renew_locks_after_fork(obj: object, *attributes: str) -> None:
     """Give ``obj`` fresh locks in ``attributes`` in every forked child."""
-    if not hasattr(os, "register_at_fork"):  # pragma: no cover - not POSIX
-        return
-    ref = weakref.ref(obj)
 
-    def renew() -> None:
-        target = ref()
-        if target is not None:
-            for name in attributes:
-                setattr(target, name, threading.Lock())
+    def renew(target: object) -> None:
+        for name in attributes:
+            setattr(target, name, threading.Lock())
 
-    os.register_at_fork(after_in_child=renew)
-
-
-def reset_after_fork(obj: object, method: str) -> None:
-    """Call ``obj.<method>()`` in every forked child (after its locks are renewed)."""
-    if not hasattr(os, "register_at_fork"):  # pragma: no cover - not POSIX
-        return
-    ref = weakref.ref(obj)
-
-    def reset() -> None:
-        target = ref()
-        if target is not None:
-            getattr(target, method)()
-
-    os.register_at_fork(after_in_child=reset)
+    after_fork_in_child(obj, renew)

@@ -23,6 +23,8 @@ Clock = Callable[[], float]
 Later = Callable[[bool], None]
 #: (sender id, batch number), or None for counts sent without a batch.
 Batch = tuple[str, int]
+#: Counter name -> what to add.
+Deltas = Mapping[str, float]
 
 #: Seconds the counters of an app outlive the last batch added to them (Redis).
 COUNTER_TTL = 30 * 86400
@@ -115,12 +117,7 @@ class Store(Protocol):
         ...
 
     def add_counters(
-        self,
-        app_key: str,
-        deltas: Mapping[str, float],
-        batch: Batch | None = None,
-        *,
-        retry_now: bool = False,
+        self, app_key: str, deltas: Deltas, batch: Batch | None = None, *, retry_now: bool = False
     ) -> bool:
         """Add this process's counts to the app's; True once the store has them.
 

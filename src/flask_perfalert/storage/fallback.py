@@ -35,12 +35,12 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import NamedTuple
 
 from .._logging import LimitedWarning, logger
-from ._fork import renew_locks_after_fork, reset_after_fork
-from .base import Batch, Later, Store
+from ._fork import after_fork_in_child, renew_locks_after_fork
+from .base import Batch, Deltas, Later, Store
 from .memory import MemoryStore
 
 #: Seconds before the first retry of a failed shared store; doubled up to RETRY_MAX.
@@ -98,7 +98,7 @@ class FallbackStore:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         renew_locks_after_fork(self, "_lock")
-        reset_after_fork(self, "_forget_held")
+        after_fork_in_child(self, FallbackStore._forget_held)
         if prepare:
             self.prepare()
 
@@ -152,12 +152,7 @@ class FallbackStore:
         return won and not known
 
     def add_counters(
-        self,
-        app_key: str,
-        deltas: Mapping[str, float],
-        batch: Batch | None = None,
-        *,
-        retry_now: bool = False,
+        self, app_key: str, deltas: Deltas, batch: Batch | None = None, *, retry_now: bool = False
     ) -> bool:
         """Add counts to the shared store: True once it has them, False otherwise.
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from ._fork import renew_locks_after_fork
-from .base import Batch, Later
+from .base import Batch, Deltas, Later
 
 #: Keys kept at most; the oldest claims are forgotten first.
 MAX_KEYS = 10_000
@@ -48,12 +48,7 @@ class MemoryStore:
             del self._expiry[oldest_key]
 
     def add_counters(
-        self,
-        app_key: str,
-        deltas: Mapping[str, float],
-        batch: Batch | None = None,
-        *,
-        retry_now: bool = False,
+        self, app_key: str, deltas: Deltas, batch: Batch | None = None, *, retry_now: bool = False
     ) -> bool:
         return False  # not shared: nothing to sum
 

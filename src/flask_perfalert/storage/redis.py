@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._fork import renew_locks_after_fork
@@ -38,6 +38,7 @@ from .base import (
     WORKERS_RECENT,
     WORKERS_SEEN,
     Batch,
+    Deltas,
     Later,
     masked_uri,
 )
@@ -161,12 +162,7 @@ class RedisStore:
         return bool(client.set(self.prefix + key, owner, nx=True, px=millis))
 
     def add_counters(
-        self,
-        app_key: str,
-        deltas: Mapping[str, float],
-        batch: Batch | None = None,
-        *,
-        retry_now: bool = False,
+        self, app_key: str, deltas: Deltas, batch: Batch | None = None, *, retry_now: bool = False
     ) -> bool:
         """Add ``deltas`` to the app's counters, atomically; raises on failure.
 

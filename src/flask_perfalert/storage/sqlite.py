@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ._fork import renew_locks_after_fork
-from .base import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch, Later
+from .base import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch, Deltas, Later
 
 #: Seconds a claim waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 0.05
@@ -163,12 +163,7 @@ class SQLiteStore:
         return changed == 1
 
     def add_counters(
-        self,
-        app_key: str,
-        deltas: Mapping[str, float],
-        batch: Batch | None = None,
-        *,
-        retry_now: bool = False,
+        self, app_key: str, deltas: Deltas, batch: Batch | None = None, *, retry_now: bool = False
     ) -> bool:
         """Add ``deltas`` to the app's counters, in one transaction; raises on failure.
 
