@@ -9,6 +9,9 @@
   while writing left behind, once they are old enough that no writer can
   still be busy with them; only regular files whose names this module makes
   are touched.
+* :func:`not_private` tells whether a file could have been made by someone
+  else; :func:`secret_key` reads a random key kept in a private file, made
+  by the first process that needs it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import secrets
 import stat
 import tempfile
 import time
@@ -84,3 +88,60 @@ def remove_stale_temps(
                 path.unlink()
         except OSError:
             continue
+
+
+def not_private(info: os.stat_result) -> str | None:
+    """Why a file with this status may not be one this user wrote alone, or None."""
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if info.st_uid != os.geteuid():
+        return f"it belongs to another user (uid {info.st_uid})"
+    if stat.S_IMODE(info.st_mode) != 0o600:
+        return f"its mode is {stat.S_IMODE(info.st_mode):04o}, not 0600"
+    if info.st_nlink != 1:
+        return "it has other links"
+    return None
+
+
+def secret_key(path: Path, size: int) -> bytes:
+    """The random key of ``size`` bytes in ``path``; made (mode 0600) if missing.
+
+    Of processes racing to make it, the first one's key wins (a link never
+    replaces a file). Raises OSError if the file is not a private one of this user.
+    """
+    try:
+        return _read_key(path, size)
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(size)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return _read_key(path, size)
+    finally:
+        os.unlink(tmp)
+    return key
+
+
+def _read_key(path: Path, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        # Not not_private(): a key being made has two links for a moment.
+        mode = stat.S_IMODE(info.st_mode)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or mode != 0o600:
+            raise PermissionError(f"the key {path} is not a private file of this user")
+        key = os.read(fd, size + 1)
+    finally:
+        os.close(fd)
+    if len(key) != size:
+        raise PermissionError(f"the key {path} is damaged")
+    return key

@@ -1,42 +1,24 @@
 """The Mattermost subscriber: each new slow event becomes a post with its report attached.
 
-On disk at once, sent off the request path
-    The subscriber runs on the thread that sends the signal (after the
-    response, never in a request). It renders the message and the report and
-    writes them to the spool there and then, so an alert survives even a
-    ``SIGKILL`` a moment later; then it hands the entry to Mattermost's own
-    delivery thread and returns. It never touches the network. The thread is
-    started at the first alert (or the first replay) and again in a forked
-    child; it also serves as the replay timer.
+* On the thread that sends the signal (after the response, never in a
+  request) the alert is rendered and written to the spool at once, so even a
+  ``SIGKILL`` a moment later loses nothing; Mattermost's own thread sends it.
+  No network call is made on the signal's thread.
+* Retries: connection errors, timeouts, 5xx and 429 (its Retry-After honoured
+  up to ``MAX_RETRY_AFTER``) are retried with exponential back-off and jitter;
+  then Mattermost is taken to be down and later alerts get one try each. A
+  settings problem (401, 403, 404) keeps the alert for after the fix; a
+  problem of the alert itself (400, 413 on the post) drops it.
+* Replay: alerts waiting in the spool are sent at start-up, on a timer with
+  back-off while any wait, and after every delivery; an entry that keeps
+  failing waits longer on its own and never holds up the others. An
+  unexpected error is logged and the alert tried again.
+* No duplicate posts: the event id goes as ``pending_post_id`` and in the
+  post's props; after a try whose outcome is unknown, the next one looks for
+  the post first (and posts again, with a warning, if the bot may not read
+  the channel: at least once beats never).
 
-Never lost silently, sent at least once
-    A delivered alert is removed from the spool. Every other one stays there
-    until it is delivered, and is replayed: at start-up (a process that finds
-    alerts of its app waiting sends them within seconds), on a timer with a
-    growing interval while any wait, and after every successful delivery.
-    One entry that keeps failing waits longer on its own and never holds up
-    the others. An unexpected error is logged and the alert tried again. An
-    alert ends as delivered, or dropped with a logged reason (a problem of
-    the alert itself, a full spool, no disk to keep it on).
-
-Retries
-    Connection errors, timeouts, 5xx and 429 are retried up to
-    ``MATTERMOST_MAX_RETRIES`` times with exponential back-off and jitter (a
-    429's Retry-After is honoured, up to ``MAX_RETRY_AFTER``). If all fail,
-    Mattermost is taken to be down: later alerts get one try each (a probe
-    that delivers as soon as it is back) and otherwise wait in the spool. A
-    4xx other than 429 is not retried: a settings problem (401, 403, 404)
-    keeps the alert for after the fix, a problem of the alert itself (400, 413
-    on the post) drops it. A report the server refuses (413, 501) is left off
-    and the message still posted.
-
-No duplicate posts
-    Each post carries the event id as ``pending_post_id`` (Mattermost returns
-    the post already made for an id it has seen in the last 30 s) and in its
-    props. Once a post has been sent whose outcome is unknown (a timeout, a
-    5xx), any later try first looks for a post with that id in the channel. If
-    the bot may not read the channel, it posts again (at least once beats
-    never) and says so in a warning.
+docs/mattermost.rst tells the whole story, with the test behind each promise.
 """
 
 from __future__ import annotations
@@ -44,17 +26,15 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..._logging import LimitedWarning, logger
-from ..file import report_name
 from .address import ServerAddress, configuration_problems, parse_server_url
 from .client import MAX_RETRY_AFTER, MattermostClient, MattermostError
-from .message import format_message, report_note
+from .message import report_note, spool_entry
 from .spool import Spool, SpoolEntry, SpoolUnavailable
-from .worker import WORKER
+from .worker import WORKER, SendJob
 
 if TYPE_CHECKING:
     from ...events import SlowRequestEvent
@@ -78,8 +58,6 @@ REPLAY_FAILURES_IN_A_ROW = 3
 CLOCK_SKEW = 300.0
 #: The post's props key that holds the event id.
 EVENT_PROP = "perfalert_event_id"
-#: Version of the spool entries this code writes.
-ENTRY_VERSION = 2
 
 
 class MattermostAlerts:
@@ -158,7 +136,7 @@ class MattermostAlerts:
         """Render and spool the alert now; Mattermost's thread sends it."""
         if event.duplicate:
             return
-        data = self.entry_data(event)
+        data = spool_entry(event, self.app_key)
         try:
             entry = self.spool.add(data)
         except SpoolUnavailable:  # logged once by the spool
@@ -172,21 +150,7 @@ class MattermostAlerts:
                 exc,
             )
             entry = SpoolEntry(None, data, None)
-        WORKER.submit(_SendJob(self, entry))
-
-    def entry_data(self, event: SlowRequestEvent, *, test: bool = False) -> dict[str, Any]:
-        """What the spool keeps of an alert: the post's text and the report."""
-        return {
-            "version": ENTRY_VERSION,
-            "event_id": event.id,
-            "created": time.time(),
-            "app": self.app_key,
-            "summary": event.summary(),
-            "message": format_message(event, test=test),
-            "report_name": report_name(event),
-            "report_html": event.html,
-            "post_sent_at": None,
-        }
+        WORKER.submit(SendJob(self, entry))
 
     # -- the delivery thread -------------------------------------------------------------
     def deliver(self, entry: SpoolEntry) -> None:
@@ -205,7 +169,7 @@ class MattermostAlerts:
                 if retry >= retries or delay > MAX_INLINE_WAIT or WORKER.closing:
                     self.stats.add("delivery_failures")
                     self._unavailable(delay if exc.retry_after is not None else None)
-                    self._keep(entry, f"{exc} (after {retry + 1} tries)")
+                    self.keep(entry, f"{exc} (after {retry + 1} tries)")
                     return
                 retry += 1
                 logger.info(
@@ -217,7 +181,7 @@ class MattermostAlerts:
                     delay,
                 )
                 if not WORKER.sleep(delay):
-                    self._keep(entry, "the process is exiting")
+                    self.keep(entry, "the process is exiting")
                     return
             else:
                 self._delivered(entry)
@@ -338,7 +302,7 @@ class MattermostAlerts:
             entry.data["summary"],
         )
 
-    def _keep(self, entry: SpoolEntry, reason: str) -> None:
+    def keep(self, entry: SpoolEntry, reason: str) -> None:
         """The alert stays in the spool, or is dropped if it never got there."""
         summary = entry.data["summary"]
         if not entry.on_disk:
@@ -361,7 +325,7 @@ class MattermostAlerts:
         if exc.kind == "config":
             logger.error("Mattermost alert not delivered: %s.", exc)
             self._unavailable(REPLAY_MAX)
-            self._keep(entry, str(exc))
+            self.keep(entry, str(exc))
             return
         self.spool.remove(entry)
         self._dropped(entry.data, str(exc), level=logging.ERROR)
@@ -370,7 +334,7 @@ class MattermostAlerts:
         self.stats.add("dropped")
         logger.log(level, "Mattermost alert for %s dropped: %s.", data.get("summary"), reason)
 
-    def _crashed(self, entry: SpoolEntry) -> None:
+    def crashed(self, entry: SpoolEntry) -> None:
         """An unexpected error on the delivery thread: log it, keep the alert, try it later."""
         logger.exception(
             "Flask-PerfAlert failed unexpectedly sending the Mattermost alert for %s",
@@ -380,7 +344,7 @@ class MattermostAlerts:
             self._schedule_replay()
             return
         self._entry_failed(entry)
-        self._keep(entry, "an unexpected error (logged above)")
+        self.keep(entry, "an unexpected error (logged above)")
 
     def _entry_failed(self, entry: SpoolEntry) -> None:
         event_id = entry.data["event_id"]
@@ -406,24 +370,16 @@ class MattermostAlerts:
     # -- the CLI and the app's life ---------------------------------------------------------
     def backlog(self) -> str:
         """One line on what waits in the spool, for ``flask perfalert stats`` and ``check``."""
-        waiting = self.spool.waiting(self._owns)
-        if not waiting:
-            return f"Mattermost: no alert waits in the spool {self.spool.folder}."
-        oldest = datetime.fromtimestamp(min(d["created"] for d in waiting), tz=timezone.utc)
-        return (
-            f"Mattermost: {len(waiting)} alert(s) wait in the spool {self.spool.folder}, "
-            f"the oldest since {oldest:%Y-%m-%d %H:%M:%S} UTC."
-        )
+        return self.spool.describe_backlog(self._owns)
 
     def backlog_figures(self) -> dict[str, Any]:
         """``mattermost_waiting`` and ``mattermost_oldest`` (epoch seconds, or None)."""
-        waiting = self.spool.waiting(self._owns)
-        oldest = min((d["created"] for d in waiting), default=None)
-        return {"mattermost_waiting": len(waiting), "mattermost_oldest": oldest}
+        waiting, oldest = self.spool.backlog(self._owns)
+        return {"mattermost_waiting": waiting, "mattermost_oldest": oldest}
 
     def send_test(self, event: SlowRequestEvent) -> dict[str, Any]:
         """Send a test alert now, once, without the spool; raises MattermostError."""
-        entry = SpoolEntry(None, self.entry_data(event, test=True), None)
+        entry = SpoolEntry(None, spool_entry(event, self.app_key, test=True), None)
         entry.data["summary"] = "the test alert"
         return self._send(entry)
 
@@ -441,19 +397,3 @@ def _backoff(retry: int, retry_after: float | None) -> float:
         return retry_after + random.uniform(0.0, min(1.0, BACKOFF_BASE))
     ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**retry)
     return ceiling / 2 + random.uniform(0.0, ceiling / 2)
-
-
-class _SendJob:
-    def __init__(self, alerts: MattermostAlerts, entry: SpoolEntry) -> None:
-        self.alerts = alerts
-        self.entry = entry
-        self.description = f"Mattermost alert for {entry.data['summary']}"
-
-    def run(self) -> None:
-        try:
-            self.alerts.deliver(self.entry)
-        except Exception:
-            self.alerts._crashed(self.entry)
-
-    def abandon(self, reason: str) -> None:
-        self.alerts._keep(self.entry, reason)

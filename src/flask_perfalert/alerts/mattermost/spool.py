@@ -33,14 +33,21 @@ import hmac
 import json
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..._files import make_folder, remove_stale_temps, temp_name_pattern, write_atomic
+from ..._files import (
+    make_folder,
+    not_private,
+    remove_stale_temps,
+    secret_key,
+    temp_name_pattern,
+    write_atomic,
+)
 from ..._logging import logger
 
 _NAME = re.compile(r"^mm-\d{13}-[0-9a-f]{8,32}\.json$")
@@ -142,7 +149,7 @@ class Spool:
 
     def _signing_key(self, folder: Path) -> bytes:
         if self._key is None:
-            self._key = _load_or_make_key(folder / KEY_NAME)
+            self._key = secret_key(folder / KEY_NAME, _KEY_BYTES)
         return self._key
 
     # -- writing ------------------------------------------------------------------------
@@ -214,6 +221,22 @@ class Spool:
     def count(self, accept: Callable[[dict[str, Any]], bool] = lambda data: True) -> int:
         return len(self.waiting(accept))
 
+    def backlog(self, accept: Callable[[dict[str, Any]], bool]) -> tuple[int, float | None]:
+        """How many entries ``accept`` wants wait, and when the oldest was made (or None)."""
+        waiting = self.waiting(accept)
+        return len(waiting), min((d["created"] for d in waiting), default=None)
+
+    def describe_backlog(self, accept: Callable[[dict[str, Any]], bool]) -> str:
+        """The backlog in one line, for the CLI."""
+        waiting, oldest = self.backlog(accept)
+        if oldest is None:
+            return f"Mattermost: no alert waits in the spool {self.folder}."
+        since = datetime.fromtimestamp(oldest, tz=timezone.utc)
+        return (
+            f"Mattermost: {waiting} alert(s) wait in the spool {self.folder}, "
+            f"the oldest since {since:%Y-%m-%d %H:%M:%S} UTC."
+        )
+
     def claim(self, accept: Callable[[dict[str, Any]], bool]) -> Iterator[SpoolEntry]:
         """Lock and yield the entries ``accept`` wants, oldest first; skip locked ones.
 
@@ -281,7 +304,7 @@ class Spool:
             return dict(known)
         if ident in self._ignored:
             return None
-        problem = _foreign(info)
+        problem = not_private(info)
         data = None
         if problem is None:
             with os.fdopen(os.dup(fd), "rb") as handle:
@@ -330,57 +353,3 @@ class Spool:
             self._ignored.clear()
         self._ignored.add(ident)
         logger.warning("%s.", message)
-
-
-def _foreign(info: os.stat_result) -> str | None:
-    """Why a file with this status is not an entry this user wrote, or None."""
-    if not stat.S_ISREG(info.st_mode):
-        return "it is not a regular file"
-    if info.st_uid != os.geteuid():
-        return f"it belongs to another user (uid {info.st_uid})"
-    if stat.S_IMODE(info.st_mode) != 0o600:
-        return f"its mode is {stat.S_IMODE(info.st_mode):04o}, not 0600"
-    if info.st_nlink != 1:
-        return "it has other links"
-    return None
-
-
-def _load_or_make_key(path: Path) -> bytes:
-    """The spool's signing key; made (random, mode 0600) by the first process that needs it."""
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    key = secrets.token_bytes(_KEY_BYTES)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        # A link never replaces an existing key: of processes racing, the first one wins.
-        os.link(tmp, path)
-    except FileExistsError:
-        return _read_key(path)
-    finally:
-        os.unlink(tmp)
-    return key
-
-
-def _read_key(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        info = os.fstat(fd)
-        # Not _foreign(): a key being made has two links for a moment.
-        mode = stat.S_IMODE(info.st_mode)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or mode != 0o600:
-            raise PermissionError(f"the spool's key {path} is not a private file of this user")
-        key = os.read(fd, _KEY_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(key) != _KEY_BYTES:
-        raise PermissionError(f"the spool's key {path} is damaged")
-    return key

@@ -24,6 +24,7 @@ from typing import Protocol
 from ..._logging import logger
 from .. import delivery
 from ..delivery import DeliveryWorker, Job
+from .spool import SpoolEntry
 
 #: Seconds queued alerts get at interpreter exit before the rest is left in the spool.
 EXIT_FLUSH_SECONDS = delivery.EXIT_FLUSH_SECONDS
@@ -34,6 +35,18 @@ MAX_WAIT = 3600.0
 class Replayable(Protocol):
     def replay(self) -> tuple[int, int]:
         """Send what waits in the spool."""
+
+
+class Sender(Protocol):
+    """What sends one alert (``MattermostAlerts``)."""
+
+    def deliver(self, entry: SpoolEntry) -> None: ...
+
+    def crashed(self, entry: SpoolEntry) -> None:
+        """An unexpected error: log it, keep the alert for later."""
+
+    def keep(self, entry: SpoolEntry, reason: str) -> None:
+        """The alert stays in the spool (or is dropped with ``reason`` if not on disk)."""
 
 
 class MattermostWorker(DeliveryWorker):
@@ -115,6 +128,24 @@ class MattermostWorker(DeliveryWorker):
             except queue.Full:
                 # Jobs are waiting: each one that delivers replays the spool anyway.
                 self.schedule(alerts, 1.0)
+
+
+class SendJob:
+    """One new alert, already in the spool: its first tries."""
+
+    def __init__(self, sender: Sender, entry: SpoolEntry) -> None:
+        self.sender = sender
+        self.entry = entry
+        self.description = f"Mattermost alert for {entry.data['summary']}"
+
+    def run(self) -> None:
+        try:
+            self.sender.deliver(self.entry)
+        except Exception:
+            self.sender.crashed(self.entry)
+
+    def abandon(self, reason: str) -> None:
+        self.sender.keep(self.entry, reason)
 
 
 class _ReplayJob:
