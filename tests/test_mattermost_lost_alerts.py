@@ -274,3 +274,31 @@ def test_stats_and_check_say_how_many_alerts_wait_and_since_when(
     assert "2 alert(s) were waiting; 2 sent, 0 left." in result.output
     stats = runner.invoke(args=["perfalert", "stats"])
     assert "Mattermost: no alert waits in the spool" in stats.output
+
+
+# -- the limits, as documented ---------------------------------------------------------
+@pytest.mark.allow_internal_errors  # nothing is lost silently: the drop is logged
+def test_without_a_spool_an_alert_that_cannot_be_sent_is_dropped_with_a_reason(
+    app: Flask, standin: MattermostStandIn, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    perf = monitored(app, standin, blocker / "spool", mattermost_max_retries=0)
+    standin.down()
+    app.test_client().get("/slow/a")
+    settle()
+    assert perf.stats(app)["dropped"] == 1
+    assert "dropped: could not upload the report: connection refused" in caplog.text
+
+
+def test_without_read_permission_a_post_whose_answer_was_lost_may_show_twice(
+    app: Flask, standin: MattermostStandIn, spool_dir: Path
+) -> None:
+    monitored(app, standin, spool_dir, mattermost_timeout=0.5, mattermost_max_retries=1)
+    standin.fault(status=403, method="GET", path=f"/api/v4/channels/{standin.channel_id}/posts",
+                  times=None)  # fmt: skip
+    standin.fault("hang_after")  # the post is made; its answer never comes
+    standin.dedup_ttl = 0  # the retry comes after Mattermost's own 30 s de-duplication
+    app.test_client().get("/slow/a")
+    settle()
+    assert len(standin.posts) == 2, "at least once: it could not look, so it posted again"

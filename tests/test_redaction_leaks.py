@@ -197,3 +197,11 @@ def test_short_or_common_values_are_not_filtered_everywhere(
     slow_app.test_client().get("/?password=1&token=true&q=1&flag=true")
     event = only(events)
     assert event.params == {"password": FILTERED, "token": FILTERED, "q": "1", "flag": "true"}
+
+
+# -- the limits, as documented ---------------------------------------------------------
+def test_a_secret_under_an_ordinary_name_that_nothing_repeats_is_shown(
+    slow_app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    slow_app.test_client().get(f"/?note=my+pin+is+{SECRET}")
+    assert SECRET in only(events).params["note"], "values are found by names, then hidden"
