@@ -156,3 +156,18 @@ def test_a_store_that_failed_is_tried_again_off_the_callers_thread(
     wait_for(lambda: len(decided) == 6, timeout=15, what="the held claims")
     assert decided == [True] * 6
     store.close()
+
+
+def test_a_known_endpoint_does_not_alert_again_while_the_store_keeps_failing(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "perfalert.db"
+    store = open_store(f"sqlite://{path}", "p:", clock)
+    lock = Locked(path)
+    try:
+        assert store.claim("GET a", WINDOW)  # the store is away: decided here, once
+        for _ in range(3):
+            clock.advance(RETRY_MAX)  # each claim now tries the store again, and fails
+            assert not store.claim("GET a", WINDOW)
+    finally:
+        lock.release()

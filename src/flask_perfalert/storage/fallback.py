@@ -135,7 +135,9 @@ class FallbackStore:
         except Exception as exc:
             with self._lock:
                 self._failed(exc, now)
-                if not self.memory.claim(key, window_seconds) and not known:
+                if not probe:  # was healthy: the memory has not been asked yet
+                    known = not self.memory.claim(key, window_seconds)
+                if known:
                     return False
                 if later is not None:
                     return self._hold(key, window_seconds, now, later)
