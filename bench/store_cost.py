@@ -58,7 +58,7 @@ def measure_store(uri: str, round_number: int, count: int) -> dict[str, float | 
         new = per_operation(count, lambda i: store.claim(keys[i], WINDOW))
         taken = per_operation(count, lambda i: store.claim(keys[i], WINDOW))
         batch: float | None = None
-        if callable(getattr(store, "add_counters", None)):
+        if store.shared:
             sender = uuid.uuid4().hex
             batch = per_operation(
                 count, lambda i: store.add_counters("bench", ALERT_COUNTS, (sender, i + 1))

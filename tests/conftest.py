@@ -145,6 +145,13 @@ def make_perf(app: Flask, **options: Any) -> PerfAlert:
     return PerfAlert(app, **options)
 
 
+def close_monitoring(app: Flask) -> None:
+    """Release what the app's monitoring opened: store connections, Mattermost's replays."""
+    perf = app.extensions.get("perfalert")
+    if perf is not None:
+        perf._monitor(app).close()
+
+
 def claim_race(stores: list[Any], key: str, window: float) -> list[bool]:
     """Every store claims ``key`` at once, each from its own thread: what each was told."""
     barrier = threading.Barrier(len(stores), timeout=10)

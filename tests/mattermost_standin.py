@@ -27,6 +27,7 @@ rate limiting), and what the server does around them:
 Faults are injected per call: a status (500, 503, 429 with Retry-After, 401,
 403, 413), a hang (before the request is processed, or after: the post exists
 but the answer never comes), and "down" (nothing listens: connection refused).
+A fault can hit only the calls whose body holds a given text (one alert's post).
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ class Fault:
     #: How many calls it hits; None: until cleared.
     times: int | None
     status: int = 500
-    retry_after: float | None = None
+    #: A 429's Retry-After: seconds, or the header's text as sent (an HTTP date).
+    retry_after: float | str | None = None
     seconds: float = 30.0
+    #: Only calls whose body contains this (one alert's post among others).
+    body_contains: bytes | None = None
 
 
 @dataclass
@@ -161,11 +165,14 @@ class MattermostStandIn:
         method: str | None = "POST",
         times: int | None = 1,
         status: int = 500,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         seconds: float = 30.0,
+        body_contains: bytes | None = None,
     ) -> None:
         with self._lock:
-            self._faults.append(Fault(kind, method, path, times, status, retry_after, seconds))
+            self._faults.append(
+                Fault(kind, method, path, times, status, retry_after, seconds, body_contains)
+            )
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -173,9 +180,11 @@ class MattermostStandIn:
         self._release.set()
         self._release = threading.Event()
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, body: bytes) -> Fault | None:
         with self._lock:
             for fault in self._faults:
+                if fault.body_contains is not None and fault.body_contains not in body:
+                    continue
                 if (fault.method in (None, method)) and (fault.path in (None, path)):
                     if fault.times is not None:
                         fault.times -= 1
@@ -436,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         authorized = self.headers.get("Authorization", "") == f"Bearer {standin.token}"
-        fault = standin._take_fault(method, parts.path)
+        fault = standin._take_fault(method, parts.path, body)
         release = standin._release
         if fault is not None and fault.kind == "hang":
             standin._record(
@@ -462,8 +471,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "Content-Type": "text/plain",
                 "X-Ratelimit-Limit": "10",
                 "X-Ratelimit-Remaining": "0",
-                "X-Ratelimit-Reset": str(int(retry)),
-                "Retry-After": f"{retry:g}",
+                "X-Ratelimit-Reset": str(int(retry)) if not isinstance(retry, str) else "1",
+                "Retry-After": retry if isinstance(retry, str) else f"{retry:g}",
             }
             answer: tuple[int, dict[str, str], bytes] = (429, headers, b"limit exceeded\n")
         elif fault is not None and fault.kind == "status" and fault.status == 503:

@@ -171,6 +171,11 @@ def setup_views(app: Flask) -> None:
         busy()
         return "reset"
 
+    @app.get("/page<parameters>")  # /page;jsessionid=... (a servlet-style path parameter)
+    def page(parameters: str) -> str:
+        busy()
+        return "page"
+
     @app.post("/login")
     def login() -> str:
         busy()
@@ -201,11 +206,13 @@ def setup_views(app: Flask) -> None:
     app.logger.disabled = True  # and its traceback is expected
 
 
-def plant_and_request(app: Flask, canary: Canaries) -> None:
+def plant_and_request(app: Flask, canary: Canaries) -> int:
+    """Make the slow requests, each carrying canaries; how many were made."""
     client = app.test_client()
     client.set_cookie("sessionid", canary["cookie sessionid"])
     client.set_cookie("remember_me", canary["cookie remember_me"])
     basic = base64.b64encode(f"ann:{canary['basic auth']}".encode()).decode()
+    sas = f"SharedAccessSignature sr=https%3A%2F%2Fq&sig={canary['header sas sig']}&se=1"
     headers = {
         "Authorization": f"Bearer {canary['header authorization']}",
         "Proxy-Authorization": f"Basic {basic}",
@@ -216,7 +223,16 @@ def plant_and_request(app: Flask, canary: Canaries) -> None:
         "X-Forwarded-Auth": f"Bearer {canary['header forwarded bearer']}",
         "X-Custom": f"Token {canary['header token scheme']}",
         "X-Forwarded-Info": f"for=10.0.0.1; session={canary['header inline session']}",
-        "Referer": f"https://example.com/back?page=visible-referer&token={canary['referer']}",
+        "X-Service-Key": canary["header x-service-key"],
+        "X-Quoted": f'token="{canary["header quoted token"]} b"',
+        "X-Upstream": sas,
+        # By value: the bearer token and the cookie again, under names that hide nothing.
+        "X-Echo": canary["header authorization"],
+        "X-Trace": f"sess {canary['cookie sessionid']}",
+        "Referer": (
+            f"https://example.com/back?page=visible-referer&token={canary['referer']}"
+            f"#access_token={canary['referer fragment']}&state={canary['referer state']}"
+        ),
         "User-Agent": "visible-agent/1.0",
     }
     query = {
@@ -224,14 +240,32 @@ def plant_and_request(app: Flask, canary: Canaries) -> None:
         "password": canary["query password"],
         "API_KEY": canary["query api key"],
         "access_token": canary["query access_token"],
+        "sig": canary["query sig"],
+        "key": canary["query key"],
+        "code": canary["query code"],
+        "state": canary["query state"],
     }
-    client.get("/search", query_string=query, headers=headers)
-    client.get(f"/reset/{canary['path token']}", query_string={"lang": "visible-lang"})
-    client.post(
+    made = 0
+
+    def slow(method: str, path: str, **kwargs: Any) -> None:
+        nonlocal made
+        client.open(path, method=method, **kwargs)
+        made += 1
+
+    slow("GET", "/search", query_string=query, headers=headers)
+    slow("GET", f"/reset/{canary['path token']}", query_string={"lang": "visible-lang"})
+    slow("GET", f"/page;jsessionid={canary['path parameter']}", query_string={"q": "visible-q"})
+    slow(
+        "POST",
         "/login",
         data={
             "username": "visible-user",
             "password": canary["form password"],
+            "password_confirm": canary["form password"],
+            "again": canary["form password"],  # by value: a name that hides nothing
+            "confirm": canary["form confirm"],
+            "pin": canary["form pin"],
+            "otp": canary["form otp"],
             "card_number": canary["form card"],
             "avatar": (io.BytesIO(canary["upload content"].encode()), "visible-avatar.png"),
         },
@@ -245,22 +279,31 @@ def plant_and_request(app: Flask, canary: Canaries) -> None:
         },
         "items": [{"sku": "visible-sku", "secret": canary["json list secret"]}],
         "session_id": canary["json session"],
+        "creds": {"pass": canary["json creds pass"]},
+        "code": canary["json oauth code"],
+        "state": canary["json oauth state"],
     }
-    client.post("/orders", json=body, headers=headers)
-    client.post("/raw", data=json.dumps({"token": canary["raw json"]}), content_type="text/plain")
-    client.post(
+    slow("POST", "/orders", json=body, headers=headers)
+    slow("POST", "/raw", data=json.dumps({"token": canary["raw json"]}), content_type="text/plain")
+    slow(
+        "POST",
         "/raw",
         data=b"\x00\x01" + canary["binary body"].encode(),
         content_type="application/octet-stream",
     )
-    client.post("/ignores-body", json={"note": canary["unread body"]})
-    client.post(
+    slow("POST", "/ignores-body", json={"note": canary["unread body"]})
+    slow(
+        "POST",
         "/ignores-body",
         data=f"password={canary['unread form']}",
         content_type="application/x-www-form-urlencoded",
     )
-    client.post("/fails", json={"token": canary["failing view"], "q": "visible-failing"})
+    slow("POST", "/fails", json={"token": canary["failing view"], "q": "visible-failing"})
+    return made
 
+
+#: Slow requests :func:`plant_and_request` makes, hence events (and alerts).
+SLOW_REQUESTS = 10
 
 VISIBLE = [
     "visible-q",
@@ -299,14 +342,15 @@ def test_no_canary_appears_in_any_artefact(
         alert_window_days=0.001,  # 86 s: with the ticking clock, every request alerts
         **canary_extras.options,
     )
-    plant_and_request(app, canary)
+    made = plant_and_request(app, canary)
+    assert made == SLOW_REQUESTS
     wait_delivery()
     for settle in canary_extras.settle:
         settle()
 
-    assert len(events) == 9 and all(not e.duplicate for e in events)
+    assert len(events) == made and all(not e.duplicate for e in events)
     reports = list(report_dir.glob("perfalert-*.html"))
-    assert len(reports) == 9
+    assert len(reports) == made
     assert any(e.profile is not None for e in events)
 
     sources = [
@@ -316,7 +360,7 @@ def test_no_canary_appears_in_any_artefact(
         *canary_extras.sources,
     ]
     artefacts = collect_artefacts(sources)
-    assert len(canary.by_place) >= 25
+    assert len(canary.by_place) >= 40
     assert leaks(artefacts, canary.by_place.values()) == []
     report_text = "".join(text for where, text in artefacts if where.startswith("file "))
     event_text = "".join(text for where, text in artefacts if where.startswith("event "))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -17,7 +18,7 @@ import pytest
 from conftest import FakeClock
 from flask import Flask, Response, request, stream_with_context
 
-from flask_perfalert import PerfAlert, SlowRequestEvent
+from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
 
 THRESHOLD = 0.1
 SLOW = 0.12
@@ -170,27 +171,37 @@ def test_a_streamed_response_is_reported_after_its_last_chunk_and_close(
     assert "stream" in report.name
 
 
-def test_rendering_happens_off_the_request_path(
-    app: Flask, report_dir: Path, wait_delivery: Any, monkeypatch: pytest.MonkeyPatch
+def test_the_report_is_rendered_and_written_by_the_thread_that_sends_the_signal(
+    app: Flask, report_dir: Path, monkeypatch: pytest.MonkeyPatch, wait_delivery: Any
 ) -> None:
+    # The signal is sent after the response (see the tests above), never from a
+    # request: the subscriber does its disk work right there, so a report is on
+    # disk as soon as the signal has been handled, and no job is queued.
     from flask_perfalert import report as report_module
 
     app.testing = False  # as under a real server
     routes(app)
     PerfAlert(app, threshold_seconds=THRESHOLD)
     render = report_module.render_report
-    rendered_on: list[str] = []
+    rendered_on: list[int] = []
+    signalled_on: list[int] = []
 
     def recording(event: SlowRequestEvent) -> str:
-        import threading
-
-        rendered_on.append(threading.current_thread().name)
+        rendered_on.append(threading.get_ident())
         return render(event)
 
+    def receiver(sender: Flask, event: SlowRequestEvent, **extra: Any) -> None:
+        signalled_on.append(threading.get_ident())
+
     monkeypatch.setattr(report_module, "render_report", recording)
-    app.test_client().get("/orders")
-    wait_delivery()
-    assert rendered_on == ["flask-perfalert-events"]
+    perf_slow_request.connect(receiver, sender=app)
+    try:
+        app.test_client().get("/orders")
+        wait_delivery()
+    finally:
+        perf_slow_request.disconnect(receiver, sender=app)
+    assert rendered_on == signalled_on and len(rendered_on) == 1
+    assert rendered_on != [threading.get_ident()]  # the events thread, not the request's
     assert len(reports(report_dir)) == 1
 
 

@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from mattermost_setup import mattermost_config, quick_retries, standin
 from mattermost_standin import MattermostStandIn, new_id
 
 from flask_perfalert import PerfAlert
-from flask_perfalert.alerts import mattermost as mm
 from flask_perfalert.alerts.mattermost import WORKER
 
-
-@pytest.fixture(autouse=True)
-def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(mm, "BACKOFF_BASE", 0.01)
-    yield
-    WORKER.cancel_all()
-    assert WORKER.wait_idle(30)
-
-
-@pytest.fixture
-def standin() -> Iterator[MattermostStandIn]:
-    with MattermostStandIn() as server:
-        yield server
+__all__ = ["quick_retries", "standin"]  # fixtures, imported for pytest
 
 
 def configure(app: Flask, standin: MattermostStandIn, tmp_path: Path, **config: Any) -> None:
-    app.config.update(
-        PERFALERT_MATTERMOST_ENABLED=True,
-        PERFALERT_MATTERMOST_URL=standin.url,
-        PERFALERT_MATTERMOST_TOKEN=standin.token,
-        PERFALERT_MATTERMOST_CHANNEL_ID=standin.channel_id,
-        PERFALERT_MATTERMOST_TIMEOUT=5,
-        PERFALERT_SPOOL_DIR=str(tmp_path / "spool"),
-    )
-    app.config.update({f"PERFALERT_{k.upper()}": v for k, v in config.items()})
+    config.setdefault("threshold_seconds", 1.0)
+    app.config.update(mattermost_config(standin, tmp_path / "spool", **config))
 
 
 def check(app: Flask, standin: MattermostStandIn, tmp_path: Path, **config: Any) -> Any:
@@ -82,7 +62,6 @@ def test_check_sends_the_alerts_waiting_in_the_spool(
     PerfAlert(app)  # the app, running while Mattermost is down
     app.test_client().get("/slow")
     assert WORKER.wait_idle(30)
-    WORKER.cancel_all()
     assert len(list((tmp_path / "spool").glob("*.json"))) == 1
     standin.start()  # the operator fixed Mattermost, then checks
     result = app.test_cli_runner().invoke(args=["perfalert", "check"])

@@ -10,86 +10,36 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from flask import Flask
+from mattermost_setup import (
+    busy,
+    event_ids,
+    monitored,
+    quick_retries,
+    settle,
+    spool_dir,
+    spool_entries,
+    spooled,
+    standin,
+)
 from mattermost_standin import MattermostStandIn
 from mattermostdriver import Driver
 
-from flask_perfalert import PerfAlert
 from flask_perfalert.alerts import mattermost as mm
 from flask_perfalert.alerts.mattermost import WORKER
-from flask_perfalert.alerts.mattermost_address import parse_server_url
-from flask_perfalert.alerts.mattermost_client import MattermostClient
-from flask_perfalert.alerts.mattermost_worker import MattermostWorker
+from flask_perfalert.alerts.mattermost.address import parse_server_url
+from flask_perfalert.alerts.mattermost.client import MattermostClient
+from flask_perfalert.alerts.mattermost.worker import MattermostWorker
 from flask_perfalert.monitor import EVENTS
 
 HERE = Path(__file__).parent
 
-
-def busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        sum(range(200))
-
-
-@pytest.fixture(autouse=True)
-def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(mm, "BACKOFF_BASE", 0.01)
-    yield
-    WORKER.cancel_all()
-    assert WORKER.wait_idle(30), "the Mattermost worker did not finish"
-
-
-@pytest.fixture
-def standin() -> Iterator[MattermostStandIn]:
-    with MattermostStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-def spool_dir(tmp_path: Path) -> Path:
-    return tmp_path / "spool"
-
-
-def monitored(app: Flask, standin: MattermostStandIn, spool_dir: Path, **config: Any) -> PerfAlert:
-    """``app`` with slow views and Mattermost alerts to the stand-in."""
-    app.config.update(
-        PERFALERT_MATTERMOST_ENABLED=True,
-        PERFALERT_MATTERMOST_URL=standin.url,
-        PERFALERT_MATTERMOST_TOKEN=standin.token,
-        PERFALERT_MATTERMOST_CHANNEL_ID=standin.channel_id,
-        PERFALERT_MATTERMOST_TIMEOUT=5,
-        PERFALERT_SPOOL_DIR=str(spool_dir),
-        PERFALERT_THRESHOLD_SECONDS=0.05,
-    )
-    app.config.update({f"PERFALERT_{k.upper()}": v for k, v in config.items()})
-
-    @app.route("/slow/<name>")
-    def slow(name: str) -> str:
-        busy(0.08)
-        return f"slow {name}"
-
-    return PerfAlert(app)
-
-
-def settle() -> None:
-    assert EVENTS.wait_idle(30) and WORKER.wait_idle(30)
-
-
-def spooled(spool_dir: Path) -> list[dict[str, Any]]:
-    if not spool_dir.exists():
-        return []
-    names = sorted(n for n in os.listdir(spool_dir) if n.endswith(".json"))
-    return [json.loads((spool_dir / n).read_text()) for n in names]
-
-
-def event_ids(standin: MattermostStandIn) -> list[str]:
-    return [p["props"]["perfalert_event_id"] for p in standin.posts]
+__all__ = ["quick_retries", "spool_dir", "standin"]  # fixtures, imported for pytest
 
 
 # -- the post ------------------------------------------------------------------------------
@@ -127,7 +77,7 @@ def test_one_slow_request_gives_one_post_with_its_report(
         assert part in message, part
     assert re.search(r"\*\*Time:\*\* \d{4}-\d\d-\d\dT", message)
     # Ranked by share; which is first depends on the samples, so only its form is checked.
-    assert re.search(r"^[1-5]\. `busy` at `test_mattermost_delivery\.py:\d+`: \d+%$", message, re.M)
+    assert re.search(r"^[1-5]\. `busy` at `mattermost_setup\.py:\d+`: \d+%$", message, re.M)
     assert "hunter2" not in message and b"hunter2" not in upload["data"]
     stats = perf.stats(app)
     assert (stats["delivered"], stats["spooled"], stats["dropped"]) == (1, 0, 0)
@@ -306,9 +256,9 @@ def test_alerts_made_while_mattermost_is_down_are_delivered_when_it_is_back(
     assert "kept in the spool" in caplog.text
     [entry] = spooled(spool_dir)
     assert stat.S_IMODE(spool_dir.stat().st_mode) == 0o700
-    [name] = os.listdir(spool_dir)
-    assert stat.S_IMODE((spool_dir / name).stat().st_mode) == 0o600
-    text = (spool_dir / name).read_text()
+    [path] = spool_entries(spool_dir)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
     assert standin.token not in text and "hunter2" not in text
     assert "[Filtered]" in entry["message"]
 
@@ -369,7 +319,7 @@ def test_a_hanging_mattermost_never_holds_up_the_request_or_the_file_reports(
     assert len(standin.posts) == 3 and spooled(spool_dir) == []
 
 
-def test_a_full_queue_drops_with_a_logged_reason(
+def test_a_full_queue_keeps_the_alert_in_the_spool_with_a_logged_reason(
     app: Flask,
     standin: MattermostStandIn,
     spool_dir: Path,
@@ -391,12 +341,15 @@ def test_a_full_queue_drops_with_a_logged_reason(
     assert small.overflow == 1
     assert "Alert queue full" in caplog.text
     assert re.search(
-        r"Mattermost alert for GET three .* dropped: the alert queue is full", caplog.text
+        r"Mattermost alert for GET three .* kept in the spool .*: the alert queue is full",
+        caplog.text,
     )
-    assert perf.stats(app)["dropped"] == 1
+    assert perf.stats(app)["dropped"] == 0 and perf.stats(app)["spooled"] == 1
     standin.clear_faults()
+    standin.wait_posts(3, timeout=30)  # the third follows the first delivery
     assert small.wait_idle(30)
-    assert len(standin.posts) == 2
+    assert len(standin.posts) == 3
+    small.forget(perf._monitor(app).mattermost_alerts)  # type: ignore[arg-type]
 
 
 # -- independence, settings, secrets -------------------------------------------------------------
@@ -500,7 +453,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from flask import Flask
 from flask_perfalert import PerfAlert
-from flask_perfalert.alerts import mattermost_worker
+from flask_perfalert.alerts.mattermost import worker as mattermost_worker
 mattermost_worker.EXIT_FLUSH_SECONDS = 1.0
 app = Flask("exit")
 app.config.update(
@@ -559,7 +512,7 @@ THREAD_SCRIPT = """
 import os, sys, threading, time
 from flask import Flask
 from flask_perfalert import PerfAlert
-from flask_perfalert.alerts.mattermost_worker import WORKER
+from flask_perfalert.alerts.mattermost.worker import WORKER
 from flask_perfalert.monitor import EVENTS
 app = Flask("threads")
 app.config.update(

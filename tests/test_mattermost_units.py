@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_perfalert import SlowRequestEvent
-from flask_perfalert.alerts.mattermost_address import parse_server_url
-from flask_perfalert.alerts.mattermost_client import scrub
-from flask_perfalert.alerts.mattermost_message import MAX_MESSAGE_CHARS, code, format_message
-from flask_perfalert.alerts.spool import Spool
+from flask_perfalert.alerts.mattermost.address import parse_server_url
+from flask_perfalert.alerts.mattermost.client import scrub
+from flask_perfalert.alerts.mattermost.message import MAX_MESSAGE_CHARS, code, format_message
+from flask_perfalert.alerts.mattermost.spool import KEY_NAME, Spool
 
 MENTION = re.compile(r"(?<![\w@])[@~\uff20][\w.\-]")
 
@@ -167,7 +167,24 @@ def test_scrub_masks_tokens_and_bearer_values() -> None:
 
 # -- the spool ---------------------------------------------------------------------------
 def entry(event_id: str = "ab" * 16) -> dict[str, object]:
-    return {"event_id": event_id, "summary": "GET x", "message": "m", "report_html": "<p>r</p>"}
+    return {
+        "event_id": event_id,
+        "created": 1.0,
+        "app": "shop",
+        "summary": "GET x",
+        "message": "m",
+        "report_name": "r.html",
+        "report_html": "<p>r</p>",
+        "post_sent_at": None,
+    }
+
+
+def written(path: Path) -> dict[str, object]:
+    """An entry's data: the JSON after its signed first line."""
+    header, _, payload = path.read_text().partition("\n")
+    assert header.startswith("PERFALERT-SPOOL-1 ")
+    data: dict[str, object] = json.loads(payload)
+    return data
 
 
 def test_spool_files_are_private_and_written_whole(tmp_path: Path) -> None:
@@ -176,13 +193,16 @@ def test_spool_files_are_private_and_written_whole(tmp_path: Path) -> None:
     assert item.path is not None
     assert stat.S_IMODE(spool.folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(item.path.stat().st_mode) == 0o600
-    assert json.loads(item.path.read_text()) == entry()
+    assert written(item.path) == entry()
     spool.update(item, post_sent_at=12.5)
-    assert json.loads(item.path.read_text())["post_sent_at"] == 12.5
+    assert written(item.path)["post_sent_at"] == 12.5
     assert stat.S_IMODE(item.path.stat().st_mode) == 0o600
-    assert sorted(os.listdir(spool.folder)) == [item.path.name], "no temporary file left"
+    assert sorted(os.listdir(spool.folder)) == sorted([item.path.name, KEY_NAME]), (
+        "no temporary file left"
+    )
+    assert stat.S_IMODE((spool.folder / KEY_NAME).stat().st_mode) == 0o600
     spool.remove(item)
-    assert os.listdir(spool.folder) == []
+    assert os.listdir(spool.folder) == [KEY_NAME]
 
 
 def test_an_entry_being_sent_is_not_taken_by_anyone_else(tmp_path: Path) -> None:
@@ -209,10 +229,18 @@ def test_a_full_spool_drops_the_oldest_with_a_reason(tmp_path: Path) -> None:
     assert spool.count() == 2
 
 
-def test_an_unreadable_entry_is_set_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unreadable_entry_is_left_alone_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     spool = Spool(tmp_path)
+    spool.release(spool.add(entry()))  # the folder and its key exist
     bad = tmp_path / f"mm-{1:013d}-{'cd' * 16}.json"
     bad.write_text("{not json")
-    assert list(spool.claim(lambda data: True)) == []
-    assert (tmp_path / (bad.name + ".unreadable")).exists()
-    assert "Unreadable Mattermost spool entry" in caplog.text
+    bad.chmod(0o600)
+    for _ in range(3):
+        claimed = list(spool.claim(lambda data: True))
+        assert [c.data["event_id"] for c in claimed] == ["ab" * 16]
+        for c in claimed:
+            spool.release(c)
+    assert bad.read_text() == "{not json"
+    assert caplog.text.count(f"{bad} is ignored and left as it is: it is not signed") == 1

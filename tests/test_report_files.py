@@ -18,8 +18,9 @@ import pytest
 from flask import Flask, request
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
+from flask_perfalert._logging import WARN_INTERVAL
 from flask_perfalert.alerts import file as file_module
-from flask_perfalert.alerts.file import WARN_INTERVAL, FileAlerts, report_name
+from flask_perfalert.alerts.file import FileAlerts, report_name
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
 
@@ -284,23 +285,30 @@ def test_retention_removes_temporary_files_a_crash_left_behind(
     assert not stale.exists() and fresh.exists()
 
 
-def test_retention_runs_off_the_request_path(
+def test_retention_runs_after_each_report_where_it_is_written(
     app: Flask, report_dir: Path, wait_delivery: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: list[str] = []
-    real_prune = FileAlerts.prune
+    written_on: list[int] = []
+    pruned_on: list[int] = []
+    real_write, real_prune = FileAlerts.write, FileAlerts.prune
+
+    def write(self: FileAlerts, event: SlowRequestEvent) -> Path | None:
+        written_on.append(threading.get_ident())
+        return real_write(self, event)
 
     def prune(self: FileAlerts) -> None:
-        threads.append(threading.current_thread().name)
+        pruned_on.append(threading.get_ident())
         real_prune(self)
 
+    monkeypatch.setattr(FileAlerts, "write", write)
     monkeypatch.setattr(FileAlerts, "prune", prune)
     app.testing = False  # as under a real server
     app.add_url_rule("/", "index", lambda: "ok")
     PerfAlert(app, threshold_seconds=1e-6, profiler="none")
     app.test_client().get("/")
     wait_delivery()
-    assert threads == ["flask-perfalert-events"]
+    assert pruned_on == written_on and len(pruned_on) == 1
+    assert pruned_on != [threading.get_ident()]  # the events thread, not the request's
 
 
 # -- disk trouble -----------------------------------------------------------------------------
@@ -366,7 +374,7 @@ def test_disk_trouble_costs_one_warning_per_interval_and_nothing_else(
         alerts = perf._monitor(app).file_alerts
         assert alerts is not None
         monotonic = FakeMonotonic()
-        alerts.monotonic = monotonic
+        alerts.disk_warning.clock = monotonic
         client = app.test_client()
         caplog.set_level(logging.DEBUG, "flask_perfalert")
         bodies = []

@@ -273,7 +273,7 @@ def test_a_delivery_at_exit_is_counted(tmp_path: Path) -> None:
     script = """if True:
         import time
         from apps.stats_app import app, perf
-        from flask_perfalert.monitor import EVENTS
+        from flask_perfalert.alerts.mattermost.worker import WORKER
 
         class Job:
             description = "a slow delivery"
@@ -283,7 +283,7 @@ def test_a_delivery_at_exit_is_counted(tmp_path: Path) -> None:
             def abandon(self, reason):
                 raise AssertionError(reason)
 
-        EVENTS.submit(Job())
+        WORKER.submit(Job())
     """
     run([sys.executable, "-c", script], app_env(uri, flush_interval=3600, warmup=1), tmp_path)
     data = cli_json(uri, tmp_path)

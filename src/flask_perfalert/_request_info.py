@@ -11,30 +11,25 @@ server does with the connection. A raw body is never copied: form fields and
 JSON values are, redacted and bounded; anything else is described by type and
 size.
 
-Each function returns a placeholder instead of raising, and logs the failure
-without its message (which could quote request data).
+Each part falls back to a placeholder instead of raising, and the failure is
+logged without its message (which could quote request data).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
-import logging
 import os
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from flask import Request
 from werkzeug.exceptions import SecurityError
 
-from ._redaction import FILTERED, MAX_BODY_BYTES, MAX_ITEMS, Redactor, text
-
-logger = logging.getLogger("flask_perfalert")
-
-T = TypeVar("T")
+from ._logging import logger
+from ._redaction import FILTERED, MAX_BODY_BYTES, MAX_ITEMS, Redactor, Secrets, text
 
 #: The longest URL (or path) an event carries.
 MAX_URL_CHARS = 2048
@@ -42,89 +37,162 @@ MAX_URL_CHARS = 2048
 #: an event's URL is plain ASCII without quotes, spaces or angle brackets.
 _PATH_SAFE = "/!$&()*+,;=:@-._~"
 _FORM_TYPES = ("application/x-www-form-urlencoded",)
+_SCHEMES = ("http", "https")
 
 
-def _guarded(
-    what: str, fallback: Callable[[str], T]
-) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    def decorate(func: Callable[..., T]) -> Callable[..., T]:
-        @functools.wraps(func)
-        def guarded(*args: Any) -> T:
-            try:
-                return func(*args)
-            except Exception as exc:
-                # Not logger.exception: the message could quote request data.
-                frame = traceback.extract_tb(exc.__traceback__)[-1]
-                logger.error(
-                    "Flask-PerfAlert could not read the request's %s (%s at %s:%s); "
-                    "the event shows a placeholder.",
-                    what,
-                    type(exc).__name__,
-                    os.path.basename(frame.filename),
-                    frame.lineno,
-                )
-                return fallback(type(exc).__name__)
+class RequestInfo(NamedTuple):
+    """What an event shows of a request, redacted by name and by value."""
 
-        return guarded
+    #: The URL: ASCII, percent-encoded; it always parses with ``urlsplit``.
+    url: str
+    #: Query-string values, and the form fields or JSON values the view read.
+    params: dict[str, Any]
+    #: Headers worth showing (never credentials).
+    headers: dict[str, str]
+    #: ``"GET /path"`` for the profile's title: plain ASCII (see :func:`describe_request`).
+    title: str
 
-    return decorate
+
+def describe_request(request: Request, redactor: Redactor) -> RequestInfo:
+    """URL, parameters, headers and title of ``request``, with every secret filtered.
+
+    First every source says what it hides by name (parameters, headers and
+    the credentials they carry, URL variables, path parameters such as
+    ``;jsessionid=``); then those values are filtered wherever else they
+    appear. The title goes into a ``<script>`` block of the report, unescaped
+    by pyinstrument, so it is percent-encoded and never holds ``<``.
+    """
+    secrets = Secrets()
+    params = _guard(
+        "parameters",
+        lambda: redactor.mapping([*_query_items(request), *_body_items(request)], secrets),
+        lambda error: {"[error]": f"[parameters not available: {error}]"},
+    )
+    headers = _guard(
+        "headers",
+        lambda: redactor.headers(request.headers.items(), secrets),
+        lambda error: {"[error]": f"[headers not available: {error}]"},
+    )
+    path = _guard("path", lambda: _path(request, redactor, secrets), lambda error: None)
+    query = _guard(
+        "URL", lambda: redactor.mapping(_query_items(request), secrets), lambda error: None
+    )
+    method = quote(text(request.method, 20), safe="", errors="replace")
+    if path is None:
+        quoted = "/[path-not-available]"
+    else:
+        quoted = _cut(quote(secrets.scrub(path), safe=_PATH_SAFE, errors="replace"))
+    return RequestInfo(
+        url=_url(request, quoted if path is not None else None, query, secrets),
+        params=secrets.scrub_all(params),
+        headers=secrets.scrub_all(headers),
+        title=f"{method} {quoted}",
+    )
+
+
+T = TypeVar("T")
+
+
+def _guard(what: str, func: Callable[[], T], fallback: Callable[[str], T]) -> T:
+    """``func()``, or ``fallback(error name)`` after logging the failure without its data."""
+    try:
+        return func()
+    except Exception as exc:
+        # Not logger.exception: the message could quote request data.
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        logger.error(
+            "Flask-PerfAlert could not read the request's %s (%s at %s:%s); "
+            "the event shows a placeholder.",
+            what,
+            type(exc).__name__,
+            os.path.basename(frame.filename),
+            frame.lineno,
+        )
+        return fallback(type(exc).__name__)
 
 
 def _cut(value: str) -> str:
     return value if len(value) <= MAX_URL_CHARS else value[:MAX_URL_CHARS] + "..."
 
 
-@_guarded("path", lambda error: f"[path not available: {error}]")
-def request_path(request: Request, redactor: Redactor) -> str:
-    """The path, percent-encoded, with the values of secret URL variables filtered.
+def _query_items(request: Request) -> list[tuple[str, Any]]:
+    return list(itertools.islice(request.args.items(multi=True), MAX_ITEMS + 1))
 
-    ``/reset/<token>`` requested as ``/reset/abc`` reads ``/reset/%5BFiltered%5D``.
+
+def _path(request: Request, redactor: Redactor, secrets: Secrets) -> str:
+    """The path, decoded, with secret URL variables and path parameters filtered by name.
+
+    ``/reset/<token>`` requested as ``/reset/abc`` reads ``/reset/[Filtered]``;
+    ``/page;jsessionid=abc`` reads ``/page;jsessionid=[Filtered]``.
     """
     path = request.path
-    secrets = [
+    hidden = [
         str(value) for key, value in (request.view_args or {}).items() if redactor.is_secret(key)
     ]
-    if secrets:
-        if all(secret and secret in path for secret in secrets):
-            for secret in sorted(secrets, key=len, reverse=True):
+    secrets.add(hidden)
+    if hidden:
+        if all(secret and secret in path for secret in hidden):
+            for secret in sorted(hidden, key=len, reverse=True):
                 path = path.replace(secret, FILTERED)
         else:  # a converter changed the value: show the rule, not the path
             rule = request.url_rule
             path = rule.rule if rule is not None else FILTERED
-    full = request.script_root + path
-    return _cut(quote(full, safe=_PATH_SAFE, errors="replace"))
+    if ";" in path:
+        path = "/".join(_path_parameters(segment, redactor, secrets) for segment in path.split("/"))
+    return request.script_root + path
 
 
-@_guarded("URL", lambda error: f"[URL not available: {error}]")
-def request_url(request: Request, redactor: Redactor) -> str:
-    """The URL with secret query and path values filtered; ASCII, percent-encoded."""
-    base = f"{request.scheme}://{_host(request)}{request_path(request, redactor)}"
-    if not request.args:
+def _path_parameters(segment: str, redactor: Redactor, secrets: Secrets) -> str:
+    name, *parameters = segment.split(";")
+    shown = [name]
+    for parameter in parameters:
+        key, equals, value = parameter.partition("=")
+        if equals and redactor.is_secret(key):
+            secrets.add(value)
+            parameter = f"{key}={FILTERED}"
+        shown.append(parameter)
+    return ";".join(shown)
+
+
+def _url(request: Request, path: str | None, query: dict[str, Any] | None, secrets: Secrets) -> str:
+    """The URL from its redacted parts; a placeholder that still parses when one failed."""
+    environ = request.environ
+    scheme = environ.get("wsgi.url_scheme")
+    scheme = scheme if scheme in _SCHEMES else "http"
+    if path is None or query is None:
+        missing = "path" if path is None else "query"
+        return f"{scheme}://{_server_address(environ, scheme)}/#{missing}-not-available"
+    try:
+        host = quote(request.host, safe=":[]", errors="replace")
+        _ = urlsplit(f"{scheme}://{host}/").port  # a host that does not parse is not used
+    except (SecurityError, ValueError):  # SecurityError: not in the app's TRUSTED_HOSTS
+        host = _server_address(environ, scheme)
+    base = f"{scheme}://{host}{path}"
+    if not query:
         return _cut(base)
-    redacted = redactor.mapping(itertools.islice(request.args.items(multi=True), MAX_ITEMS + 1))
     pairs: list[tuple[str, str]] = []
-    for key, value in redacted.items():
+    for key, value in query.items():
         for item in value if isinstance(value, list) else [value]:
-            pairs.append((key, item if isinstance(item, str) else json.dumps(item)))
+            shown = item if isinstance(item, str) else json.dumps(item)
+            pairs.append((secrets.scrub(key), secrets.scrub(shown)))
     return _cut(f"{base}?{urlencode(pairs, errors='replace')}")
 
 
-def _host(request: Request) -> str:
+def _server_address(environ: dict[str, Any], scheme: str) -> str:
+    """The server's own name and port (the WSGI ``SERVER_NAME``), in a form that parses."""
+    name = str(environ.get("SERVER_NAME") or "localhost")
+    port = str(environ.get("SERVER_PORT") or "")
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"  # an IPv6 address
+    host = quote(name, safe="[]:", errors="replace")
+    default = (scheme, port) in (("http", "80"), ("https", "443"))
+    if port.isdigit() and not default:
+        host = f"{host}:{port}"
     try:
-        host = request.host
-    except SecurityError:  # not in the app's TRUSTED_HOSTS; Flask answered 400
-        return "[untrusted host]"
-    return quote(host, safe=":[]", errors="replace")
-
-
-@_guarded("parameters", lambda error: {"[error]": f"[parameters not available: {error}]"})
-def request_params(request: Request, redactor: Redactor) -> dict[str, Any]:
-    """Query-string values, and the form fields or JSON values the view read."""
-    pairs: list[tuple[str, Any]] = list(
-        itertools.islice(request.args.items(multi=True), MAX_ITEMS + 1)
-    )
-    pairs.extend(_body_items(request))
-    return redactor.mapping(pairs)
+        _ = urlsplit(f"{scheme}://{host}/").port
+    except ValueError:  # "[" without "]", a port out of range
+        host = quote(name, safe="", errors="replace") or "localhost"
+    return host
 
 
 def _body_items(request: Request) -> list[tuple[str, Any]]:
@@ -181,18 +249,3 @@ def _json_items(parsed: Any) -> list[tuple[str, Any]]:
     if isinstance(parsed, dict):
         return list(itertools.islice(parsed.items(), MAX_ITEMS + 1))
     return [("[json]", parsed)]
-
-
-@_guarded("headers", lambda error: {"[error]": f"[headers not available: {error}]"})
-def request_headers(request: Request, redactor: Redactor) -> dict[str, str]:
-    return redactor.headers(request.headers.items())
-
-
-def profile_description(request: Request, redactor: Redactor) -> str:
-    """``"GET /path"`` for the profile's title: redacted, and plain ASCII.
-
-    pyinstrument writes it unescaped into a ``<script>`` block of the report,
-    so it must never hold ``<`` (a path of ``/</script><script>...`` would run).
-    """
-    method = quote(text(request.method, 20), safe="", errors="replace")
-    return f"{method} {request_path(request, redactor)}"

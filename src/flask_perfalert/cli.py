@@ -29,7 +29,7 @@ from ._routes import unmatched_settings
 from .events import SlowRequestEvent
 from .profiling.policy import ProfileResult
 from .settings import PREFIX
-from .storage._counting import WORKERS_RECENT
+from .storage.base import WORKERS_RECENT
 
 
 def _extension() -> Any:
@@ -291,10 +291,9 @@ def collect_stats(ext: Any) -> tuple[str, dict[str, Any]]:
     docs/deployment.rst) is preferred; otherwise these are this process's own.
     """
     monitor = ext._monitor()
-    shared = getattr(monitor.store, "counters", None)
-    if callable(shared):
+    if monitor.store.shared:
         try:
-            values = dict(shared(monitor.app_key))
+            values = dict(monitor.store.counters(monitor.app_key))
         except Exception as exc:
             raise click.ClickException(
                 f"Could not read the counters from {monitor.store.description}: {exc}"
@@ -351,10 +350,10 @@ def stats_command(as_json: bool) -> None:
     scope, data = collect_stats(ext)
     own_process = scope == "this process"
     mattermost = ext._monitor().mattermost_alerts
-    if mattermost is not None:
-        data["spool_waiting"] = mattermost.spool.count()
     if as_json:
         out = {**data, "scope": scope, "pid": os.getpid() if own_process else None}
+        if mattermost is not None:
+            out.update(mattermost.backlog_figures())
         click.echo(json.dumps(out, indent=2, default=str))
         return
     click.echo(f"Flask-PerfAlert statistics of app {_app_name()!r}")
@@ -375,10 +374,10 @@ def stats_command(as_json: bool) -> None:
     for name, label in _STAT_LABELS:
         value = data.get(name)
         click.echo(f"{label:<{width}}  {'?' if value is None else value}")
-    if "spool_waiting" in data:
-        label = "Mattermost alerts in the spool now"
-        click.echo(f"{label:<{width}}  {data['spool_waiting']}")
     click.echo(f"{'estimated overhead':<{width}}  {_overhead(data)}")
+    if mattermost is not None:
+        click.echo()
+        click.echo(mattermost.backlog())
 
 
 # -- check -----------------------------------------------------------------------------
@@ -465,8 +464,8 @@ def _check_file(monitor: Any) -> bool:
 def _check_mattermost(monitor: Any) -> bool:
     # Imported here, not at the top: every app imports this module, and only
     # those with Mattermost on should load its client (mattermostdriver).
-    from .alerts.mattermost_address import configuration_problems
-    from .alerts.mattermost_client import MattermostError
+    from .alerts.mattermost.address import configuration_problems
+    from .alerts.mattermost.client import MattermostError
 
     problems = configuration_problems(monitor.settings)
     alerts = monitor.mattermost_alerts
@@ -475,6 +474,9 @@ def _check_mattermost(monitor: Any) -> bool:
         return False
     client = alerts.client
     where = f"channel {client.channel_id} on {client.address.display}"
+    waiting = alerts.backlog_figures()["mattermost_waiting"]
+    if waiting:
+        click.echo(alerts.backlog())
     try:
         user = client.me()
         post = alerts.send_test(_check_event(monitor))
@@ -487,7 +489,6 @@ def _check_mattermost(monitor: Any) -> bool:
         f"Mattermost: OK, posted a test alert {attached} its report to {where} as @{name} "
         f"(post {post.get('id')})"
     )
-    waiting = alerts.spool.count()
     if waiting:
         delivered, left = alerts.replay()
         click.echo(

@@ -21,19 +21,15 @@ import time
 import weakref
 from collections.abc import Callable, Collection
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from flask import Flask, Request
 
-from ._delivery import DeliveryWorker
 from ._redaction import Redactor
-from ._request_info import (
-    profile_description,
-    request_headers,
-    request_params,
-    request_url,
-)
+from ._request_info import RequestInfo, describe_request
 from ._routes import resolve_thresholds, warn_unmatched_settings
+from .alerts.delivery import DeliveryWorker
 from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
 from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
@@ -41,7 +37,7 @@ from .profiling.state import InFlight, TimerState
 from .profiling.timer import hold_back, later
 from .signals import perf_slow_request
 from .stats import Stats, share_counters
-from .storage import AlertStore, MemoryStore, open_store
+from .storage import MemoryStore, Store, open_store
 from .time_by_kind import time_by_kind
 
 if TYPE_CHECKING:
@@ -92,7 +88,7 @@ class AppMonitor:
         #: Names this app's counters in a shared store (the same in every worker).
         self.app_key = app.name
         self.counters = share_counters(self.stats, self.store, self.app_key)
-        self.file_alerts = FileAlerts(self) if settings.file_enabled else None
+        self.file_alerts = FileAlerts(settings, self.stats) if settings.file_enabled else None
         self.subscribers: list[Callable[..., None]] = []
         if self.file_alerts is not None:
             self.subscribers.append(self.file_alerts.on_slow_request)
@@ -100,11 +96,13 @@ class AppMonitor:
         if settings.mattermost_enabled:
             from .alerts.mattermost import MattermostAlerts  # imports the driver: only if used
 
-            self.mattermost_alerts = MattermostAlerts.from_settings(self)
+            self.mattermost_alerts = MattermostAlerts.from_settings(
+                settings, self.stats, self.app_key
+            )
             if self.mattermost_alerts is not None:
                 self.subscribers.append(self.mattermost_alerts.on_slow_request)
 
-    def _open_store(self) -> AlertStore:
+    def _open_store(self) -> Store:
         settings = self.settings
         if not settings.enabled:  # nothing to de-duplicate: no connection either
             return MemoryStore(prefix=settings.storage_prefix, clock=self.clock)
@@ -144,7 +142,9 @@ class AppMonitor:
             perf_slow_request.disconnect(receiver, sender=app)
 
     def close(self) -> None:
-        """Release what this monitor opened (the store's connections)."""
+        """Release what this monitor opened (the store's connections, Mattermost's replays)."""
+        if self.mattermost_alerts is not None:
+            self.mattermost_alerts.close()
         try:
             self.store.close()
         except Exception:
@@ -245,15 +245,15 @@ class AppMonitor:
         duration = end - record.start
         threshold = self.threshold_for(endpoint)
         if endpoint not in self.excluded_endpoints and duration >= threshold:
-            result = self._profile(record, end, profile_description(request, self.redactor))
+            info = describe_request(request, self.redactor)
             event = self.make_event(
                 "request",
                 endpoint=endpoint,
                 started=record.start,
                 duration=duration,
                 threshold=threshold,
-                result=result,
-                request=request,
+                result=self._profile(record, end, info.title),
+                request=(request.method, info),
                 status_code=record.status_code,
             )
             self.emit(app, event)
@@ -294,17 +294,21 @@ class AppMonitor:
         duration: float,
         threshold: float,
         result: ProfileResult,
-        request: Request | None = None,
+        request: tuple[str, RequestInfo] | None = None,
         status_code: int | None = None,
     ) -> SlowRequestEvent:
-        """The one place an event is made (the CLI's test alert too)."""
+        """The one place an event is made (the CLI's test alert too).
+
+        ``request``: the method, and what :func:`describe_request` made of it.
+        """
+        method, info = request if request is not None else (None, None)
         return SlowRequestEvent(
             kind=kind,
             endpoint=endpoint,
-            url=None if request is None else request_url(request, self.redactor),
-            method=None if request is None else request.method,
-            params={} if request is None else request_params(request, self.redactor),
-            headers={} if request is None else request_headers(request, self.redactor),
+            url=None if info is None else info.url,
+            method=method,
+            params={} if info is None else info.params,
+            headers={} if info is None else info.headers,
             status_code=status_code,
             duration=duration,
             threshold=threshold,
@@ -319,10 +323,19 @@ class AppMonitor:
 
     # -- event -> de-duplication -> log -> signal -----------------------------------------------
     def emit(self, app: Flask, event: SlowRequestEvent) -> None:
-        stats = self.stats
-        stats.add("slow")
-        event.duplicate = not self._claim(event.key)
-        stats.add("suppressed" if event.duplicate else "alerted")
+        self.stats.add("slow")
+        # A shared store that does not answer holds the claim and decides later,
+        # from a thread of its own: the signal is then sent from the events thread.
+        won = self._claim(event.key, partial(self._decided_later, app, event))
+        if won is not None:
+            self._signal(app, event, won)
+
+    def _decided_later(self, app: Flask, event: SlowRequestEvent, won: bool) -> None:
+        EVENTS.submit(_Signal(self, app, event, won))
+
+    def _signal(self, app: Flask, event: SlowRequestEvent, won: bool) -> None:
+        event.duplicate = not won
+        self.stats.add("suppressed" if event.duplicate else "alerted")
         for receiver in perf_slow_request.receivers_for(app):
             try:
                 receiver(app, event=event)
@@ -345,9 +358,9 @@ class AppMonitor:
             return "no report file (PERFALERT_FILE_ENABLED is off)"
         return "no report file (it could not be written; see the warning above)"
 
-    def _claim(self, key: str) -> bool:
+    def _claim(self, key: str, later: Callable[[bool], None]) -> bool | None:
         try:
-            return self.store.claim(key, self.window_seconds)
+            return self.store.claim(key, self.window_seconds, later)
         except Exception:
             logger.exception("The alert store failed; alerting anyway")
             return True
@@ -370,6 +383,23 @@ class _HandOn:
         except IndexError:
             return
         EVENTS.submit(_Finished(self.monitor, self.record, self.end))
+
+
+class _Signal:
+    """A job of the events thread: a claim the store held has been decided."""
+
+    def __init__(self, monitor: AppMonitor, app: Flask, event: SlowRequestEvent, won: bool) -> None:
+        self.monitor = monitor
+        self.app = app
+        self.event = event
+        self.won = won
+        self.description = f"the alert of {event.summary()}"
+
+    def run(self) -> None:
+        self.monitor._signal(self.app, self.event, self.won)
+
+    def abandon(self, reason: str) -> None:
+        logger.warning("The event of %s was not sent: %s.", self.event.summary(), reason)
 
 
 class _RoutesKnown:

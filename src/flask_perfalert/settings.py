@@ -371,7 +371,7 @@ def _describe(value: Any, secret: bool) -> str:
     if isinstance(value, Path):
         value = str(value)
     try:
-        text = repr(value)
+        text = masked_uri(repr(value))  # a password in a URI, even inside a list
     except Exception:  # a huge int (beyond int->str limits), an object whose repr fails
         return f"<unprintable {type(value).__name__}>"
     return text if len(text) <= 200 else text[:200] + "..."

@@ -30,7 +30,10 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .storage import Store
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -93,7 +96,7 @@ class Stats:
     #: perf_counter() time after which the request timer calls :meth:`flush` once
     #: the response is sent (infinite: no shared store keeps counters).
     flush_due: float = math.inf
-    #: Sends the counts to a store shared by every worker (see ``_counters``), or None.
+    #: Sends the counts to a store shared by every worker (see :class:`CounterFlusher`), or None.
     flusher: CounterFlusher | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -270,16 +273,15 @@ class CounterFlusher:
             )
 
 
-def share_counters(stats: Stats, store: Any, app_key: str) -> CounterFlusher | None:
+def share_counters(stats: Stats, store: Store, app_key: str) -> CounterFlusher | None:
     """Send ``stats`` to ``store`` if it sums counters of every worker, else None."""
-    add = getattr(store, "add_counters", None)
-    if not callable(add) or not callable(getattr(store, "counters", None)):
+    if not store.shared:
         return None  # memory://: each process's own counters only
 
     def sink(deltas: Mapping[str, float], batch: tuple[str, int], final: bool) -> bool:
-        return add(app_key, deltas, batch, retry_now=final) is not False
+        return store.add_counters(app_key, deltas, batch, retry_now=final)
 
-    return CounterFlusher(stats, sink, str(getattr(store, "description", "the store")))
+    return CounterFlusher(stats, sink, store.description)
 
 
 def summed_snapshot(values: Mapping[str, float]) -> dict[str, Any]:
@@ -318,7 +320,7 @@ def _after_fork_in_child() -> None:
 
 
 # atexit runs handlers last registered first: this module is imported (by
-# _monitor) before the alert workers' modules, so this runs after they have
+# the monitor) before the alert workers' modules, so this runs after they have
 # had their time at exit, and counts what they delivered or spooled then.
 atexit.register(_flush_all_at_exit)
 if hasattr(os, "register_at_fork"):

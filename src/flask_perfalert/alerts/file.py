@@ -1,46 +1,41 @@
 """The file subscriber: one HTML report per new slow event, in ``PERFALERT_FILE_DIR``.
 
-Files are written off the request path by the delivery worker, atomically
-(a temporary file renamed into place), with mode 0600. Their names carry the
+The subscriber writes the report itself, on the thread that sends the signal
+(which runs after the response was sent, never in a request), atomically (a
+temporary file renamed into place), with mode 0600. Their names carry the
 time, a safe form of the endpoint and the event id, so they never collide and
 never leave the folder. Old reports are removed by count and by age; only
 regular files whose names this module made are ever touched. A folder that
 cannot be written (missing and not creatable, full, read-only) costs one
-warning per ``WARN_INTERVAL``, never an exception in the app.
+warning per five minutes, never an exception in the app.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 import stat
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._files import make_folder, remove_stale_temps, temp_name_pattern, write_atomic
+from .._logging import LimitedWarning
+from . import Counts
+
 if TYPE_CHECKING:
     from ..events import SlowRequestEvent
-    from ..monitor import AppMonitor
+    from ..settings import PerfAlertSettings
 
-logger = logging.getLogger("flask_perfalert")
 
 REPORT_PREFIX = "perfalert-"
 REPORT_SUFFIX = ".html"
 _OWN_NAME = re.compile(r"^perfalert-\d{8}T\d{6}\.\d{6}Z-[A-Za-z0-9_-]{1,80}-[0-9a-f]{32}\.html$")
 #: Temporary files of an unfinished write (hidden, never mistaken for a report).
 TEMP_PREFIX = ".perfalert-"
-TEMP_SUFFIX = ".tmp"
-_OWN_TEMP = re.compile(r"^\.perfalert-[A-Za-z0-9_]{6,}\.tmp$")
-#: A temporary file this old was left by a crashed process; retention removes it.
-STALE_TEMP_SECONDS = 3600.0
+_OWN_TEMP = temp_name_pattern(TEMP_PREFIX)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
-#: At most one disk warning per this many seconds.
-WARN_INTERVAL = 300.0
 
 
 def safe_name(endpoint: str | None) -> str:
@@ -59,16 +54,13 @@ def report_name(event: SlowRequestEvent) -> str:
 class FileAlerts:
     """Writes reports for one app; connected to the signal by ``AppMonitor``."""
 
-    def __init__(
-        self, monitor: AppMonitor, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.monitor = monitor
-        self.folder = Path(monitor.settings.file_dir)
-        self.max_files = monitor.settings.file_max_files
-        self.max_age = monitor.settings.file_max_age_days * 86400
-        #: The clock of the disk-warning interval (tests pass a fake one).
-        self.monotonic = monotonic
-        self._last_warning: float | None = None
+    def __init__(self, settings: PerfAlertSettings, stats: Counts) -> None:
+        self.stats = stats
+        self.folder = Path(settings.file_dir)
+        self.max_files = settings.file_max_files
+        self.max_age = settings.file_max_age_days * 86400
+        #: Disk problems: one warning per interval, the others at debug level.
+        self.disk_warning = LimitedWarning()
 
     def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
         if event.duplicate:
@@ -80,52 +72,30 @@ class FileAlerts:
         """Write the report now; the path, or None after logging why not."""
         html = event.html
         if html is None:
-            self.monitor.stats.add("dropped")
+            self.stats.add("dropped")
             return None
         try:
             # "replace": a file name with undecodable bytes in the call tree must not
             # cost the report.
             path = self._write_atomic(report_name(event), html.encode("utf-8", "replace"))
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in FILE_DIR
-            self.monitor.stats.add("report_failures")
-            self.monitor.stats.add("dropped")
-            self.warn(f"Could not write the report for {event.summary()} to {self.folder}: {exc}")
+            self.stats.add("report_failures")
+            self.stats.add("dropped")
+            self.disk_warning.warn(
+                "Could not write the report for %s to %s: %s", event.summary(), self.folder, exc
+            )
             return None
-        self.monitor.stats.add("reports_written")
+        self.stats.add("reports_written")
         self.prune()
         return path
 
-    def warn(self, message: str) -> None:
-        """Log a disk problem: a warning at most once per ``WARN_INTERVAL``, else debug."""
-        now = self.monotonic()
-        if self._last_warning is None or now - self._last_warning >= WARN_INTERVAL:
-            self._last_warning = now
-            logger.warning("%s (further disk warnings muted for %.0fs)", message, WARN_INTERVAL)
-        else:
-            logger.debug(message)
-
     def _write_atomic(self, name: str, data: bytes) -> Path:
-        folder = self.folder
-        if not folder.is_dir():
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder = folder.resolve()
+        make_folder(self.folder)
+        folder = self.folder.resolve()
         path = (folder / name).resolve()
         if path.parent != folder:  # cannot happen with safe names; checked all the same
             raise OSError(f"refusing to write outside {folder}: {name!r}")
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(path, data, temp_prefix=TEMP_PREFIX)
         return path
 
     def reports(self) -> list[Path]:
@@ -139,7 +109,7 @@ class FileAlerts:
     def prune(self) -> None:
         """Remove reports beyond ``FILE_MAX_FILES`` and older than ``FILE_MAX_AGE_DAYS``.
 
-        Runs on the delivery worker after each report. Only regular files named
+        Runs after each report is written. Only regular files named
         like this module's reports count (never links, folders or other files),
         and temporary files a crashed process left behind.
         """
@@ -156,17 +126,4 @@ class FileAlerts:
                     kept += 1
             except OSError:
                 continue
-        self._remove_stale_temps(now)
-
-    def _remove_stale_temps(self, now: float) -> None:
-        try:
-            temps = [p for p in self.folder.iterdir() if _OWN_TEMP.match(p.name)]
-        except (OSError, ValueError):
-            return
-        for path in temps:
-            try:
-                info = path.lstat()
-                if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_TEMP_SECONDS:
-                    path.unlink()
-            except OSError:
-                continue
+        remove_stale_temps(self.folder, _OWN_TEMP)

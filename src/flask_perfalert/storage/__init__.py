@@ -2,7 +2,7 @@
 
 ``claim(key, window)`` is the one decision: it returns True for exactly one
 caller per key per window (that caller alerts), False for every other. Keys
-expire by themselves.
+expire by themselves. Every store follows the one protocol of :mod:`.base`.
 
 ``PERFALERT_STORAGE_URI`` chooses the store:
 
@@ -14,52 +14,37 @@ expire by themselves.
 
 A shared store is wrapped in a :class:`~.fallback.FallbackStore`: when it does
 not answer, the window is kept in memory meanwhile, and ``claim`` never raises.
-
-The shared stores also sum every worker's counters: ``add_counters(app_key,
-deltas, batch)`` and ``counters(app_key)`` (see ``flask_perfalert._counters``);
-``MemoryStore`` has neither, so ``flask perfalert stats`` shows its own process.
+The shared stores also sum every worker's counters (``add_counters``,
+``counters``); ``memory://`` keeps none (``shared`` is False), so ``flask
+perfalert stats`` shows its own process.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
-from typing import Protocol
 
+from .base import Clock, Store, masked_uri
 from .fallback import FallbackStore
 from .memory import MemoryStore
+from .redis import RedisStore
+from .sqlite import SQLiteStore
 
-__all__ = ["AlertStore", "FallbackStore", "MemoryStore", "masked_uri", "open_store"]
-
-Clock = Callable[[], float]
+__all__ = ["FallbackStore", "MemoryStore", "Store", "masked_uri", "open_store"]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
 
-_MASK = "**********"
-_PASSWORD = re.compile(r"(?<=://)([^/@?#]*?):([^/@?#]*)@")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&][^=&#]*pass[^=&#]*=)[^&#]*")
 
-
-def masked_uri(uri: str) -> str:
-    """``uri`` with the password (``redis://:secret@host``, ``?password=``) masked."""
-    uri = _PASSWORD.sub(lambda m: f"{m.group(1)}:{_MASK}@", uri)
-    return _QUERY_PASSWORD.sub(lambda m: m.group(1) + _MASK, uri)
-
-
-class AlertStore(Protocol):
-    #: Short description for logs and ``flask perfalert config`` (no credentials).
-    description: str
-
-    def claim(self, key: str, window_seconds: float) -> bool:
-        """True if no alert for ``key`` was claimed inside the window; claims it."""
-
-    def close(self) -> None:
-        """Release connections."""
-
-
-def open_store(uri: str, prefix: str, clock: Clock = time.time) -> AlertStore:
+def open_store(
+    uri: str,
+    prefix: str,
+    clock: Clock = time.time,
+    thread_setup: Callable[[], None] = lambda: None,
+) -> Store:
     """The store for ``PERFALERT_STORAGE_URI``.
+
+    ``thread_setup`` is called first on the thread a shared store starts to
+    decide held claims (see :class:`~.fallback.FallbackStore`).
 
     Raises ValueError for an unknown scheme or an unusable address (a missing
     folder), RuntimeError when the ``redis`` package is missing; the messages
@@ -70,13 +55,12 @@ def open_store(uri: str, prefix: str, clock: Clock = time.time) -> AlertStore:
     if scheme == "memory":
         return MemoryStore(prefix=prefix, clock=clock)
     if scheme == "sqlite":
-        from .sqlite import SQLiteStore
-
-        return FallbackStore(SQLiteStore.from_uri(uri, prefix, clock), prefix, clock)
+        shared: Store = SQLiteStore.from_uri(uri, prefix, clock)
+        return FallbackStore(shared, prefix, clock, thread_setup=thread_setup)
     if scheme in ("redis", "rediss"):
-        from .redis import RedisStore
-
-        return FallbackStore(RedisStore(uri, prefix, clock), prefix, clock)
+        return FallbackStore(
+            RedisStore(uri, prefix, clock), prefix, clock, thread_setup=thread_setup
+        )
     supported = ", ".join(f"{name}://" for name in SCHEMES)
     if not scheme:
         raise ValueError(f"PERFALERT_STORAGE_URI is not a URI; use one of {supported}")

@@ -1,4 +1,7 @@
-"""The per-process store: a bounded dict of key -> expiry."""
+"""The per-process store: a bounded dict of key -> expiry.
+
+It keeps no counters: each process's own are in its ``perf.stats()``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from ._fork import renew_locks_after_fork
+from .base import Batch, Deltas, Later
 
 #: Keys kept at most; the oldest claims are forgotten first.
 MAX_KEYS = 10_000
@@ -15,6 +19,7 @@ MAX_KEYS = 10_000
 
 class MemoryStore:
     description = "memory:// (this process only)"
+    shared = False
 
     def __init__(self, prefix: str = "", clock: Callable[[], float] = time.time) -> None:
         self.prefix = prefix
@@ -23,7 +28,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         renew_locks_after_fork(self, "_lock")
 
-    def claim(self, key: str, window_seconds: float) -> bool:
+    def claim(self, key: str, window_seconds: float, later: Later | None = None) -> bool:
         key = self.prefix + key
         now = self.clock()
         with self._lock:
@@ -42,8 +47,16 @@ class MemoryStore:
                 break
             del self._expiry[oldest_key]
 
-    def __len__(self) -> int:
-        return len(self._expiry)
+    def add_counters(
+        self, app_key: str, deltas: Deltas, batch: Batch | None = None, *, retry_now: bool = False
+    ) -> bool:
+        return False  # not shared: nothing to sum
+
+    def counters(self, app_key: str) -> dict[str, float]:
+        return {}
+
+    def prepare(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -28,20 +28,28 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from ._counting import COUNTER_TTL, SENDER_TTL, WORKERS_RECENT, WORKERS_SEEN, Batch
 from ._fork import renew_locks_after_fork
+from .base import (
+    COUNTER_TTL,
+    SENDER_TTL,
+    WORKERS_RECENT,
+    WORKERS_SEEN,
+    Batch,
+    Deltas,
+    Later,
+    masked_uri,
+)
 
 if TYPE_CHECKING:
     import redis as redis_module
 
 #: Seconds to open a connection to Redis.
-CONNECT_TIMEOUT = 0.3
+CONNECT_TIMEOUT = 0.25
 #: Seconds to wait for one reply.
-READ_TIMEOUT = 0.5
+READ_TIMEOUT = 0.25
 
 INSTALL_HINT = "pip install 'flask-perfalert[redis]'"
 
@@ -72,7 +80,7 @@ if apply then
   for i = 6, #ARGV, 2 do
     redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
   end
-  redis.call('HSETNX', KEYS[1], 'since', ARGV[3])  -- _counting.SINCE
+  redis.call('HSETNX', KEYS[1], 'since', ARGV[3])  -- base.SINCE
 end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if apply then return 1 end
@@ -82,22 +90,10 @@ _ADD_COUNTERS_SHA = hashlib.sha1(_ADD_COUNTERS.encode()).hexdigest()
 SCHEMES = ("redis", "rediss")
 
 
-def redact_uri(uri: str) -> str:
-    """``uri`` without user, password and query (safe for logs)."""
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname or "localhost"
-        port = parts.port
-    except ValueError:
-        return f"{uri.partition('://')[0]}://(invalid address)"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port is not None else host
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
 class RedisStore:
     """Claims kept in Redis, shared by every process of every host that uses it."""
+
+    shared = True
 
     def __init__(
         self,
@@ -109,7 +105,9 @@ class RedisStore:
     ) -> None:
         scheme = uri.partition("://")[0].lower()
         if scheme not in SCHEMES:
-            raise ValueError(f"not a redis:// or rediss:// URI: {redact_uri(uri)}")
+            raise ValueError(
+                f"not a redis:// or rediss:// URI: {masked_uri(uri, address_only=True)}"
+            )
         try:
             import redis
             from redis.backoff import NoBackoff
@@ -124,7 +122,7 @@ class RedisStore:
         self.prefix = prefix
         # Expiry is kept by the Redis server; the clock is not used.
         self.clock = clock
-        self.description = redact_uri(uri)
+        self.description = masked_uri(uri, address_only=True)
         self._options: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": read_timeout,
@@ -142,9 +140,9 @@ class RedisStore:
             return self._redis.Redis.from_url(self._uri, **self._options)
         except ValueError as exc:
             # redis-py's message may quote the URI; name the address without credentials.
+            address = masked_uri(self._uri, address_only=True)
             raise ValueError(
-                f"PERFALERT_STORAGE_URI {redact_uri(self._uri)} is not a valid Redis URI "
-                f"({type(exc).__name__})"
+                f"PERFALERT_STORAGE_URI {address} is not a valid Redis URI ({type(exc).__name__})"
             ) from None
 
     def _client_for_process(self) -> redis_module.Redis:
@@ -157,15 +155,15 @@ class RedisStore:
             return self._client
 
     # -- the store protocol -------------------------------------------------------
-    def claim(self, key: str, window_seconds: float) -> bool:
+    def claim(self, key: str, window_seconds: float, later: Later | None = None) -> bool:
         millis = max(1, math.ceil(window_seconds * 1000))
         owner = f"{socket.gethostname()}:{os.getpid()}"
         client = self._client_for_process()
         return bool(client.set(self.prefix + key, owner, nx=True, px=millis))
 
     def add_counters(
-        self, app_key: str, deltas: Mapping[str, float], batch: Batch | None = None
-    ) -> None:
+        self, app_key: str, deltas: Deltas, batch: Batch | None = None, *, retry_now: bool = False
+    ) -> bool:
         """Add ``deltas`` to the app's counters, atomically; raises on failure.
 
         A ``batch`` already applied for its sender is not added again.
@@ -181,6 +179,7 @@ class RedisStore:
             client.evalsha(_ADD_COUNTERS_SHA, len(keys), *keys, *args)
         except self._redis.exceptions.NoScriptError:
             client.eval(_ADD_COUNTERS, len(keys), *keys, *args)  # also caches it
+        return True
 
     def counters(self, app_key: str) -> dict[str, float]:
         """Every process's counters of the app, summed; ``{}`` if none were added."""

@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ._counting import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch
 from ._fork import renew_locks_after_fork
+from .base import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch, Deltas, Later
 
 #: Seconds a claim waits for another process's write lock before giving up.
-BUSY_TIMEOUT = 0.25
+BUSY_TIMEOUT = 0.05
 #: Seconds the first set-up of the file (WAL mode, table) may wait for a lock.
 PREPARE_TIMEOUT = 2.0
 #: Seconds between two deletions of expired rows by one process.
@@ -115,6 +115,8 @@ def sqlite_path(uri: str) -> Path:
 class SQLiteStore:
     """Claims kept in one SQLite file; every process of the host sees them."""
 
+    shared = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -141,7 +143,7 @@ class SQLiteStore:
         return cls(sqlite_path(uri), prefix=prefix, clock=clock)
 
     # -- the store protocol -------------------------------------------------------
-    def claim(self, key: str, window_seconds: float) -> bool:
+    def claim(self, key: str, window_seconds: float, later: Later | None = None) -> bool:
         now = self.clock()
         with self._lock:
             conn = self._connection()
@@ -161,8 +163,8 @@ class SQLiteStore:
         return changed == 1
 
     def add_counters(
-        self, app_key: str, deltas: Mapping[str, float], batch: Batch | None = None
-    ) -> None:
+        self, app_key: str, deltas: Deltas, batch: Batch | None = None, *, retry_now: bool = False
+    ) -> bool:
         """Add ``deltas`` to the app's counters, in one transaction; raises on failure.
 
         A ``batch`` already applied for its sender is not added again.
@@ -183,6 +185,7 @@ class SQLiteStore:
             except sqlite3.Error:
                 self._drop()
                 raise
+        return True
 
     @staticmethod
     def _add(
@@ -232,12 +235,6 @@ class SQLiteStore:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
-
-    def __len__(self) -> int:
-        """Rows in the file (every prefix, expired ones not yet deleted included)."""
-        with self._lock:
-            row = self._connection().execute("SELECT count(*) FROM perfalert_claims").fetchone()
-        return int(row[0])
 
     # -- connections ------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:

@@ -1,10 +1,11 @@
-"""Off the request path: a bounded queue of alert jobs and one worker thread.
+"""The base of a delivery thread: a bounded queue of jobs and one worker thread.
 
-The thread is started only when the first job arrives, so a gunicorn sync
-worker that never alerts never gets a thread (a process that has ever started
-a thread stays slower). It is started afresh in a forked child. At interpreter
-exit, jobs still queued get a bounded time to finish; what is left is handed
-back to each job's ``abandon``, which spools or logs it, so no alert vanishes.
+Mattermost's worker (:mod:`.mattermost.worker`) is one. The thread is started
+only when the first job arrives, so a gunicorn sync worker that never alerts
+never gets a thread (a process that has ever started a thread stays slower).
+It is started afresh in a forked child. At interpreter exit, jobs still queued
+get a bounded time to finish; what is left is handed back to each job's
+``abandon``, which keeps or logs it, so no alert vanishes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ logger = logging.getLogger("flask_perfalert")
 QUEUE_SIZE = 1000
 #: Seconds the worker may keep the interpreter alive at exit.
 EXIT_FLUSH_SECONDS = 5.0
+#: Seconds the thread pauses after an unexpected error of its own, before going on.
+ERROR_PAUSE = 1.0
 
 
 class Job(Protocol):
@@ -30,7 +33,7 @@ class Job(Protocol):
     description: str
 
     def run(self) -> None:
-        """Do the work. Exceptions are logged by the worker."""
+        """Do the work. Exceptions are logged by the worker, which goes on."""
 
     def abandon(self, reason: str) -> None:
         """The job will not run (queue full, shutting down): keep or log it."""
@@ -90,7 +93,13 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         while True:
-            job = self._next_job()
+            try:
+                job = self._next_job()
+            except Exception:
+                # Never let the thread die: every later alert would wait for it in vain.
+                logger.exception("Flask-PerfAlert's %s thread could not wait", self.thread_name)
+                time.sleep(ERROR_PAUSE)
+                continue
             if job is None:
                 return
             self.busy = True
@@ -125,6 +134,3 @@ class DeliveryWorker:
                 job.abandon("the process exited before it could run")
             self._queue.task_done()
         self._closing = False
-
-
-DELIVERY = DeliveryWorker()

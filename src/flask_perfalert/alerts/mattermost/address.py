@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from ..settings import PerfAlertSettings
+    from ...settings import PerfAlertSettings
 
 #: Route segments of Mattermost's web app: what follows the team name in an
 #: address copied from the browser ("/myteam/channels/town-square").

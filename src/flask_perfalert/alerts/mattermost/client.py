@@ -15,19 +15,25 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import requests
+from mattermostdriver import Driver
 
-from ..settings import MASK
-from .mattermost_address import ServerAddress
+from ...settings import MASK
+from .address import ServerAddress
 
 _DRIVER_LOGGERS = ("mattermostdriver", "mattermostdriver.api", "mattermostdriver.websocket")
 
 Kind = Literal["transient", "config", "entry"]
+
+#: The longest wait a 429's Retry-After is honoured for (seconds); a longer one is cut.
+MAX_RETRY_AFTER = 600.0
 
 
 class MattermostError(Exception):
@@ -39,7 +45,6 @@ class MattermostError(Exception):
         kind: Kind,
         status: int | None = None,
         retry_after: float | None = None,
-        uncertain: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -49,8 +54,6 @@ class MattermostError(Exception):
         self.status = status
         #: Seconds the server asked us to wait (429 Retry-After).
         self.retry_after = retry_after
-        #: The server may have done what was asked (a timed-out post).
-        self.uncertain = uncertain
 
 
 class _Scrubber(logging.Filter):
@@ -106,30 +109,37 @@ class MattermostClient:
     """The calls an alert needs, against one channel of one server."""
 
     def __init__(self, address: ServerAddress, token: str, channel_id: str, timeout: float) -> None:
-        from mattermostdriver import Driver
-
         quiet_driver_logging(token)
         self.address = address
         self.channel_id = channel_id
         self.timeout = timeout
         self._token = token
-        self._driver = Driver(address.driver_options(token, timeout))
-        # A token needs no login call: set it as login() would.
-        self._driver.client.token = token
+        self._pid = -1
+        self._driver: Any = None
+
+    @property
+    def driver(self) -> Any:
+        """The driver of this process: a forked child never uses its parent's connections."""
+        if self._pid != os.getpid():
+            driver = Driver(self.address.driver_options(self._token, self.timeout))
+            # A token needs no login call: set it as login() would.
+            driver.client.token = self._token
+            self._driver, self._pid = driver, os.getpid()
+        return self._driver
 
     def __repr__(self) -> str:
         return f"<MattermostClient {self.address.display} channel={self.channel_id}>"
 
     def me(self) -> dict[str, Any]:
         """The account the token belongs to (checks the token)."""
-        answer = self._call("check the token", lambda: self._driver.users.get_user("me"))
+        answer = self._call("check the token", lambda: self.driver.users.get_user("me"))
         return answer if isinstance(answer, dict) else {}
 
     def upload(self, name: str, data: bytes) -> str:
         """Upload a file to the channel; its file id."""
         answer = self._call(
             "upload the report",
-            lambda: self._driver.files.upload_file(
+            lambda: self.driver.files.upload_file(
                 self.channel_id, {"files": (name, data, "text/html")}
             ),
         )
@@ -155,12 +165,11 @@ class MattermostClient:
             "pending_post_id": pending_post_id,
             "props": props,
         }
-        post = self._call("create the post", lambda: self._driver.posts.create_post(options))
+        post = self._call("create the post", lambda: self.driver.posts.create_post(options))
         if not isinstance(post, dict) or "id" not in post:
             raise MattermostError(
                 "the post answer is not a post; is PERFALERT_MATTERMOST_URL a Mattermost server?",
                 "transient",
-                uncertain=True,
             )
         return post
 
@@ -169,7 +178,7 @@ class MattermostClient:
         params = {"since": int(since * 1000)}
         answer = self._call(
             "look for the post",
-            lambda: self._driver.posts.get_posts_for_channel(self.channel_id, params),
+            lambda: self.driver.posts.get_posts_for_channel(self.channel_id, params),
         )
         posts = answer.get("posts") if isinstance(answer, dict) else None
         for post in (posts or {}).values():
@@ -187,7 +196,6 @@ class MattermostClient:
                 f"could not {what}: the answer is not Mattermost's JSON API; is "
                 f"PERFALERT_MATTERMOST_URL ({self.address.display}) the Mattermost server?",
                 "transient",
-                uncertain=True,
             ) from None
         except requests.RequestException as exc:
             raise self._explain(what, exc) from None
@@ -203,13 +211,11 @@ class MattermostClient:
             return MattermostError(
                 f"could not {what}: {where} did not answer within {self.timeout:g} s (timeout)",
                 "transient",
-                uncertain=True,
             )
         if isinstance(exc, requests.ConnectionError):
             return MattermostError(
                 f"could not {what}: {_connection_problem(exc, where)}",
                 "transient",
-                uncertain=not _refused(exc),
             )
         status = _status(exc)
         server_said = _server_message(exc)
@@ -217,7 +223,6 @@ class MattermostClient:
             return MattermostError(
                 f"could not {what}: {scrub(type(exc).__name__)} talking to {where}",
                 "transient",
-                uncertain=True,
             )
         if status == 401:
             return MattermostError(
@@ -261,7 +266,6 @@ class MattermostClient:
                 f"could not {what}: Mattermost answered {status}{server_said}",
                 "transient",
                 status,
-                uncertain=True,
             )
         return MattermostError(
             f"could not {what}: Mattermost refused the request ({status}){server_said}",
@@ -317,28 +321,30 @@ def _server_message(exc: requests.RequestException) -> str:
 
 
 def _retry_after(exc: requests.RequestException) -> float | None:
+    """Seconds the server asks us to wait, at most ``MAX_RETRY_AFTER``; None if it did not say."""
     response = exc.response
     if response is None:
         return None
     value = response.headers.get("Retry-After")
+    seconds: float | None = None
     if value:
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
             try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    # Mattermost's rate limiter also says how long until the window resets.
-    reset = response.headers.get("X-Ratelimit-Reset")
-    try:
-        return max(0.0, float(reset)) if reset else None
-    except ValueError:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, OverflowError):
+                seconds = None
+    if seconds is None:
+        # Mattermost's rate limiter also says how long until the window resets.
+        try:
+            seconds = float(response.headers.get("X-Ratelimit-Reset") or "nan")
+        except ValueError:
+            return None
+    if math.isnan(seconds):
         return None
-
-
-def _refused(exc: BaseException) -> bool:
-    return "refused" in str(exc).lower()
+    # A date in year 9999 or 1e10 seconds: no wait that long is honoured (or even possible).
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _connection_problem(exc: requests.ConnectionError, where: str) -> str:

@@ -1,4 +1,4 @@
-"""The Markdown message of a Mattermost alert.
+"""The Markdown message of a Mattermost alert, and the spool entry that holds it.
 
 Everything the request supplied (URL, parameter names and values) and
 everything else that is not our own wording (endpoint, host, function and file
@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..file import report_name
+
 if TYPE_CHECKING:
-    from ..events import SlowRequestEvent
+    from ...events import SlowRequestEvent
 
 #: Mattermost servers before 5.0 refuse posts longer than this (in characters).
 MAX_MESSAGE_CHARS = 4000
@@ -34,6 +37,8 @@ MAX_MESSAGE_CHARS = 4000
 MAX_PARAMS = 10
 #: How many of the hottest frames the message lists.
 HOT_FRAMES = 5
+#: Version of the spool entries this code writes.
+ENTRY_VERSION = 2
 
 _ZWSP = "\u200b"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
@@ -130,3 +135,18 @@ def _fit(lines: list[str]) -> str:
 def report_note(reason: str) -> str:
     """A line appended to a message whose report could not be attached."""
     return f"\n_The report could not be attached: {reason}._"
+
+
+def spool_entry(event: SlowRequestEvent, app_key: str, *, test: bool = False) -> dict[str, Any]:
+    """What the spool keeps of an alert: the post's text and the report, never the token."""
+    return {
+        "version": ENTRY_VERSION,
+        "event_id": event.id,
+        "created": time.time(),
+        "app": app_key,
+        "summary": event.summary(),
+        "message": format_message(event, test=test),
+        "report_name": report_name(event),
+        "report_html": event.html,
+        "post_sent_at": None,
+    }

@@ -1,0 +1,399 @@
+"""The Mattermost subscriber: each new slow event becomes a post with its report attached.
+
+* On the thread that sends the signal (after the response, never in a
+  request) the alert is rendered and written to the spool at once, so even a
+  ``SIGKILL`` a moment later loses nothing; Mattermost's own thread sends it.
+  No network call is made on the signal's thread.
+* Retries: connection errors, timeouts, 5xx and 429 (its Retry-After honoured
+  up to ``MAX_RETRY_AFTER``) are retried with exponential back-off and jitter;
+  then Mattermost is taken to be down and later alerts get one try each. A
+  settings problem (401, 403, 404) keeps the alert for after the fix; a
+  problem of the alert itself (400, 413 on the post) drops it.
+* Replay: alerts waiting in the spool are sent at start-up, on a timer with
+  back-off while any wait, and after every delivery; an entry that keeps
+  failing waits longer on its own and never holds up the others. An
+  unexpected error is logged and the alert tried again.
+* No duplicate posts: the event id goes as ``pending_post_id`` and in the
+  post's props; after a try whose outcome is unknown, the next one looks for
+  the post first (and posts again, with a warning, if the bot may not read
+  the channel: at least once beats never).
+
+docs/mattermost.rst tells the whole story, with the test behind each promise.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..._logging import LimitedWarning, logger
+from .address import ServerAddress, configuration_problems, parse_server_url
+from .client import MAX_RETRY_AFTER, MattermostClient, MattermostError
+from .message import report_note, spool_entry
+from .spool import Spool, SpoolEntry, SpoolUnavailable
+from .worker import WORKER, SendJob
+
+if TYPE_CHECKING:
+    from ...events import SlowRequestEvent
+    from ...settings import PerfAlertSettings
+    from .. import Counts
+
+#: First back-off in seconds; doubled on each retry, with jitter.
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 60.0
+#: A Retry-After longer than this is not waited for inline: the alert waits in the spool.
+MAX_INLINE_WAIT = 120.0
+#: Replay interval while alerts wait: the first, and the longest.
+REPLAY_MIN = 30.0
+REPLAY_MAX = 600.0
+#: Seconds after start-up before alerts found waiting are sent.
+REPLAY_AT_START = 2.0
+#: After this many entries failed in a row (5xx), one replay stops: Mattermost is unwell.
+REPLAY_FAILURES_IN_A_ROW = 3
+#: Look-ups for a post whose outcome is unknown start this long before it was sent
+#: (clocks of the app and of Mattermost may differ).
+CLOCK_SKEW = 300.0
+#: The post's props key that holds the event id.
+EVENT_PROP = "perfalert_event_id"
+
+
+class MattermostAlerts:
+    """Posts the alerts of one app to one channel; connected to the signal by ``AppMonitor``."""
+
+    def __init__(
+        self,
+        settings: PerfAlertSettings,
+        stats: Counts,
+        app_key: str,
+        address: ServerAddress,
+        token: str,
+        channel_id: str,
+        spool_dir: Path,
+    ) -> None:
+        self.stats = stats
+        #: Names the app in its spool entries: every process of the app sends them.
+        self.app_key = app_key
+        self.client = MattermostClient(address, token, channel_id, settings.mattermost_timeout)
+        self.max_retries = settings.mattermost_max_retries
+        self.spool = Spool(spool_dir, on_drop=self._dropped)
+        #: Until then (monotonic), Mattermost is taken to be down.
+        self._down_until = 0.0
+        self._replay_delay = REPLAY_MIN
+        #: Entries that failed on their own: event id -> (failures, not before (monotonic)).
+        self._entry_waits: dict[str, tuple[int, float]] = {}
+        self._spool_warning = LimitedWarning()
+        self._lookup_warning = LimitedWarning()
+
+    @classmethod
+    def from_settings(
+        cls, settings: PerfAlertSettings, stats: Counts, app_key: str
+    ) -> MattermostAlerts | None:
+        """The subscriber, or None after a warning saying what is missing."""
+        problems = configuration_problems(settings)
+        if problems:
+            logger.warning(
+                "PERFALERT_MATTERMOST_ENABLED is on but %s: Mattermost alerts are off "
+                "(the app runs; `flask perfalert check` tests the settings).",
+                "; ".join(problems),
+            )
+            return None
+        assert settings.mattermost_url and settings.mattermost_token
+        assert settings.mattermost_channel_id
+        address, note = parse_server_url(settings.mattermost_url)
+        if note:
+            logger.info(
+                "PERFALERT_MATTERMOST_URL: %s; posting to the server at %s.", note, address.display
+            )
+        spool_dir = settings.spool_dir or Path(settings.file_dir) / "spool"
+        try:
+            alerts = cls(
+                settings,
+                stats,
+                app_key,
+                address,
+                settings.mattermost_token.get_secret_value(),
+                settings.mattermost_channel_id.strip(),
+                spool_dir,
+            )
+        except Exception:
+            logger.exception("Mattermost alerts could not be set up; they are off")
+            return None
+        waiting = alerts.spool.count(alerts._owns)
+        if waiting:
+            logger.info(
+                "%d Mattermost alert(s) of this app wait in %s; they are sent in a moment.",
+                waiting,
+                alerts.spool.folder,
+            )
+            WORKER.schedule(alerts, REPLAY_AT_START * random.uniform(1.0, 1.5))
+        return alerts
+
+    # -- the thread that sends the signal ------------------------------------------------
+    def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
+        """Render and spool the alert now; Mattermost's thread sends it."""
+        if event.duplicate:
+            return
+        data = spool_entry(event, self.app_key)
+        try:
+            entry = self.spool.add(data)
+        except SpoolUnavailable:  # logged once by the spool
+            entry = SpoolEntry(None, data, None)
+        except OSError as exc:
+            self._spool_warning.warn(
+                "Could not write the Mattermost alert for %s to the spool %s (%s); it is sent "
+                "without a copy on disk",
+                data["summary"],
+                self.spool.folder,
+                exc,
+            )
+            entry = SpoolEntry(None, data, None)
+        WORKER.submit(SendJob(self, entry))
+
+    # -- the delivery thread -------------------------------------------------------------
+    def deliver(self, entry: SpoolEntry) -> None:
+        """Send a new alert, with retries (one try while Mattermost is down, or at exit)."""
+        down = time.monotonic() < self._down_until
+        retries = 0 if down or WORKER.closing else self.max_retries
+        retry = 0
+        while True:
+            try:
+                self._send(entry)
+            except MattermostError as exc:
+                if exc.kind != "transient":
+                    self._refused(entry, exc)
+                    return
+                delay = _backoff(retry, exc.retry_after)
+                if retry >= retries or delay > MAX_INLINE_WAIT or WORKER.closing:
+                    self.stats.add("delivery_failures")
+                    self._unavailable(delay if exc.retry_after is not None else None)
+                    self.keep(entry, f"{exc} (after {retry + 1} tries)")
+                    return
+                retry += 1
+                logger.info(
+                    "Mattermost alert for %s: %s; try %d of %d in %.1f s.",
+                    entry.data["summary"],
+                    exc,
+                    retry + 1,
+                    retries + 1,
+                    delay,
+                )
+                if not WORKER.sleep(delay):
+                    self.keep(entry, "the process is exiting")
+                    return
+            else:
+                self._delivered(entry)
+                self.replay()
+                return
+
+    def replay(self) -> tuple[int, int]:
+        """Send what of this app waits in the spool, one try each.
+
+        An entry that fails on its own (a 5xx) waits longer and the others go on;
+        the replay stops when Mattermost cannot be reached, refuses the settings
+        or asks to slow down. Returns how many were delivered and how many are left.
+        """
+        delivered = failed_in_a_row = 0
+        now = time.monotonic()
+        for entry in self.spool.claim(self._owns):
+            waits = self._entry_waits.get(entry.data["event_id"])
+            if waits is not None and waits[1] > now:
+                self.spool.release(entry)
+                continue
+            try:
+                self._send(entry)
+            except MattermostError as exc:
+                if exc.kind == "entry":
+                    self._refused(entry, exc)
+                    continue
+                self.spool.release(entry)
+                self.stats.add("delivery_failures")
+                failed_in_a_row += 1
+                if exc.kind == "transient" and exc.status not in (None, 429):
+                    self._entry_failed(entry)
+                    if failed_in_a_row < REPLAY_FAILURES_IN_A_ROW:
+                        continue
+                self._unavailable(REPLAY_MAX if exc.kind == "config" else exc.retry_after)
+                log = logger.error if exc.kind == "config" else logger.warning
+                log("Mattermost alerts wait in the spool %s: %s.", self.spool.folder, exc)
+                break
+            else:
+                self._delivered(entry, replayed=True)
+                delivered += 1
+                failed_in_a_row = 0
+        left = self.spool.count(self._owns)
+        if left:
+            self._schedule_replay()
+        return delivered, left
+
+    def _send(self, entry: SpoolEntry) -> dict[str, Any]:
+        """One try: find the post if it may exist, else upload the report and post."""
+        data = entry.data
+        client = self.client
+        event_id = str(data["event_id"])
+        sent_at = data.get("post_sent_at")
+        found = self._find(entry, float(sent_at)) if sent_at else None
+        if found is not None:
+            return found
+        message = str(data["message"])
+        html = data.get("report_html")
+        if html is None:
+            entry.report_problem = "it could not be made (see the app's log)"
+        elif entry.file_id is None and entry.report_problem is None:
+            try:
+                entry.file_id = client.upload(str(data["report_name"]), html.encode("utf-8"))
+            except MattermostError as exc:
+                if exc.kind != "entry":
+                    raise
+                logger.warning(
+                    "Mattermost alert for %s: %s; posting it without the report.",
+                    data["summary"],
+                    exc,
+                )
+                entry.report_problem = str(exc)
+        if entry.report_problem is not None:
+            message += report_note(entry.report_problem)
+        file_ids = [entry.file_id] if entry.file_id is not None else []
+        if not sent_at:
+            # Written before the post goes out: whoever tries again later (this
+            # process or another) knows to look for the post first.
+            try:
+                self.spool.update(entry, post_sent_at=time.time())
+            except OSError:
+                entry.data["post_sent_at"] = time.time()
+        post = client.create_post(message, file_ids, event_id, {EVENT_PROP: event_id})
+        if file_ids and file_ids[0] not in (post.get("file_ids") or []):
+            logger.warning(
+                "Mattermost posted the alert for %s without its report (the server did not "
+                "attach file %s).",
+                data["summary"],
+                file_ids[0],
+            )
+        return post
+
+    def _find(self, entry: SpoolEntry, sent_at: float) -> dict[str, Any] | None:
+        """The post an earlier try may have made; None if there is none, or no way to tell."""
+        event_id = str(entry.data["event_id"])
+        try:
+            return self.client.find_post(EVENT_PROP, event_id, sent_at - CLOCK_SKEW)
+        except MattermostError as exc:
+            if exc.kind == "transient":
+                raise
+            self._lookup_warning.warn(
+                "Mattermost alert for %s: an earlier try may have been posted, but %s; it is "
+                "posted again (it may show twice; give the bot the read_channel permission)",
+                entry.data["summary"],
+                exc,
+            )
+            return None
+
+    # -- outcomes -------------------------------------------------------------------------
+    def _delivered(self, entry: SpoolEntry, replayed: bool = False) -> None:
+        self.spool.remove(entry)
+        self._entry_waits.pop(entry.data["event_id"], None)
+        self.stats.add("delivered")
+        self._down_until = 0.0
+        self._replay_delay = REPLAY_MIN
+        logger.info(
+            "Posted to Mattermost%s: %s",
+            " from the spool" if replayed else "",
+            entry.data["summary"],
+        )
+
+    def keep(self, entry: SpoolEntry, reason: str) -> None:
+        """The alert stays in the spool, or is dropped if it never got there."""
+        summary = entry.data["summary"]
+        if not entry.on_disk:
+            self.stats.add("dropped")
+            logger.warning("Mattermost alert for %s dropped: %s.", summary, reason)
+            return
+        self.spool.release(entry)
+        self.stats.add("spooled")
+        self._schedule_replay()
+        logger.warning(
+            "Mattermost alert for %s kept in the spool %s: %s; it is sent again later.",
+            summary,
+            self.spool.folder,
+            reason,
+        )
+
+    def _refused(self, entry: SpoolEntry, exc: MattermostError) -> None:
+        """A 4xx: nothing to gain by trying again now."""
+        self.stats.add("delivery_failures")
+        if exc.kind == "config":
+            logger.error("Mattermost alert not delivered: %s.", exc)
+            self._unavailable(REPLAY_MAX)
+            self.keep(entry, str(exc))
+            return
+        self.spool.remove(entry)
+        self._dropped(entry.data, str(exc), level=logging.ERROR)
+
+    def _dropped(self, data: dict[str, Any], reason: str, level: int = logging.WARNING) -> None:
+        self.stats.add("dropped")
+        logger.log(level, "Mattermost alert for %s dropped: %s.", data.get("summary"), reason)
+
+    def crashed(self, entry: SpoolEntry) -> None:
+        """An unexpected error on the delivery thread: log it, keep the alert, try it later."""
+        logger.exception(
+            "Flask-PerfAlert failed unexpectedly sending the Mattermost alert for %s",
+            entry.data["summary"],
+        )
+        if entry.fd is None:  # already delivered, dropped or released
+            self._schedule_replay()
+            return
+        self._entry_failed(entry)
+        self.keep(entry, "an unexpected error (logged above)")
+
+    def _entry_failed(self, entry: SpoolEntry) -> None:
+        event_id = entry.data["event_id"]
+        failures = self._entry_waits.get(event_id, (0, 0.0))[0] + 1
+        wait = min(REPLAY_MAX, REPLAY_MIN * 2 ** (failures - 1))
+        self._entry_waits[event_id] = (failures, time.monotonic() + wait)
+
+    def _unavailable(self, delay: float | None) -> None:
+        """Mattermost cannot take alerts now: the next ones go straight to the spool."""
+        wait = min(delay, MAX_RETRY_AFTER) if delay is not None else self._replay_delay
+        self._down_until = time.monotonic() + wait
+        self._replay_delay = min(REPLAY_MAX, self._replay_delay * 2)
+
+    def _schedule_replay(self) -> None:
+        delay = max(0.0, self._down_until - time.monotonic()) or self._replay_delay
+        WORKER.schedule(self, delay * random.uniform(1.0, 1.2))
+
+    def _owns(self, data: dict[str, Any]) -> bool:
+        # The app, not the server or channel: alerts kept while a setting was
+        # wrong go wherever the settings point once they are fixed.
+        return data.get("app") == self.app_key
+
+    # -- the CLI and the app's life ---------------------------------------------------------
+    def backlog(self) -> str:
+        """One line on what waits in the spool, for ``flask perfalert stats`` and ``check``."""
+        return self.spool.describe_backlog(self._owns)
+
+    def backlog_figures(self) -> dict[str, Any]:
+        """``mattermost_waiting`` and ``mattermost_oldest`` (epoch seconds, or None)."""
+        waiting, oldest = self.spool.backlog(self._owns)
+        return {"mattermost_waiting": waiting, "mattermost_oldest": oldest}
+
+    def send_test(self, event: SlowRequestEvent) -> dict[str, Any]:
+        """Send a test alert now, once, without the spool; raises MattermostError."""
+        entry = SpoolEntry(None, spool_entry(event, self.app_key, test=True), None)
+        entry.data["summary"] = "the test alert"
+        return self._send(entry)
+
+    def close(self) -> None:
+        """Stop replaying: the app's monitoring was closed or set up again (``init_app``).
+
+        What waits in the spool stays there for the next process (or the new set-up).
+        """
+        WORKER.forget(self)
+
+
+def _backoff(retry: int, retry_after: float | None) -> float:
+    """Seconds before retry number ``retry + 1``: exponential, with jitter."""
+    if retry_after is not None:
+        return retry_after + random.uniform(0.0, min(1.0, BACKOFF_BASE))
+    ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**retry)
+    return ceiling / 2 + random.uniform(0.0, ceiling / 2)
