@@ -10,6 +10,7 @@ names. A URL that cannot be read as sent (a host refused by
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -126,3 +127,18 @@ def test_any_server_name_gives_a_url_that_parses(
     parts = urlsplit(event.url)  # raises ValueError when it does not parse
     assert parts.scheme == "http" and parts.hostname is not None and parts.path == "/"
     assert event.url and event.url.isascii()
+
+
+def test_reports_lists_an_endpoint_name_with_line_breaks_on_one_line(app: Flask) -> None:
+    # An endpoint is the app's own name, not request data: it reaches the report's
+    # meta tags as it is, and the listing must not let it break or recolour lines.
+    app.add_url_rule("/odd", "odd\nname\x1b[31m", lambda: "ok")
+    PerfAlert(app, **SLOW)
+    app.test_client().get("/odd")
+    result = app.test_cli_runner().invoke(args=["perfalert", "reports"])
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.output.splitlines() if "perfalert-" in line]
+    assert "GET odd\\nname\\x1b[31m" in row
+    assert "\x1b" not in result.output
+    [report] = Path(app.config["PERFALERT_FILE_DIR"]).glob("perfalert-*.html")
+    assert not RAW_CONTROL.search(report.read_text(encoding="utf-8"))

@@ -25,6 +25,7 @@ from flask.cli import with_appcontext
 
 from . import stats as _counters
 from ._folders import app_folder, folder_problems
+from ._redaction import printable
 from ._routes import unmatched_settings
 from .events import SlowRequestEvent
 from .profiling.policy import ProfileResult
@@ -241,12 +242,13 @@ def reports_command(limit: int, open_newest: bool, as_json: bool) -> None:
     else:
         shown = len(infos)
         click.echo(f"Reports in {alerts.folder}, newest first ({shown} of {len(paths)}):")
+        # Endpoint names are the app's, and may hold anything: one line each.
         cells = [
             (
                 _short_time(i["time"]),
-                i["endpoint"] or "?",
+                printable(i["endpoint"] or "?"),
                 "?" if i["duration"] is None else f"{i['duration']:.3f} s",
-                i["path"],
+                printable(i["path"]),
             )
             for i in infos
         ]

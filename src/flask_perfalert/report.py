@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pyinstrument.renderers import HTMLRenderer
 
+from ._redaction import printable
+
 #: Prefix of the ``<meta name=...>`` tags in a report's head (see ``render_meta``).
 META_PREFIX = "perfalert-"
 
@@ -137,7 +139,8 @@ def render_header(event: SlowRequestEvent) -> str:
     parts.append("</div>")
     parts.append(f'<p class="note" id="perfalert-profile-note">{escape(event.profile_note)}</p>')
     parts.append("</section>")
-    return "".join(parts)
+    # Names of the app's own (endpoints, functions) may hold control characters too.
+    return printable("".join(parts), keep="\n\r\t")
 
 
 #: A colour per kind of time (the bar and its legend).
@@ -204,7 +207,7 @@ def render_meta(event: SlowRequestEvent) -> str:
         for name, value in meta.items()
     )
     heading = f"{title} took {event.duration:.3f} s - Flask-PerfAlert"
-    return f"<title>{escape(heading)}</title>{tags}"
+    return printable(f"<title>{escape(heading)}</title>{tags}")
 
 
 def render_html_page(session: Session | None, header_html: str) -> str:
