@@ -34,6 +34,39 @@ class HotFrame:
         return f"{self.file}:{self.line}"
 
 
+@dataclass(frozen=True)
+class UsualLatency:
+    """How long the endpoint usually takes: a sample of its recent requests.
+
+    Kept by every worker (and host) sharing the store, over the last 24 hours.
+    """
+
+    #: Seconds: half of the sampled requests were faster.
+    median: float
+    #: Seconds: 95 % of the sampled requests were faster.
+    p95: float
+    #: How many sampled requests it is based on.
+    requests: int
+
+    def times(self, duration: float) -> float:
+        """How many times the median ``duration`` is."""
+        return duration / self.median if self.median > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A slow request markedly slower than the worst one alerted in the window."""
+
+    #: Seconds the worst request of this key alerted so far in the window took.
+    previous_worst: float
+    #: How much slower it had to be (``PERFALERT_ESCALATION_FACTOR``).
+    factor: float
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
 @dataclass(eq=False)
 class SlowRequestEvent:
     """A request, or a call of a watched function, that was slower than its threshold.
@@ -76,6 +109,15 @@ class SlowRequestEvent:
     #: The profile's time by kind of work (database, outgoing HTTP, templates, the
     #: app's own code, ...), most first; empty without a profile.
     time_by_kind: list[TimeShare] = field(default_factory=list)
+    #: How long this endpoint usually takes, or ``None`` until enough of its requests
+    #: were sampled.
+    usual: UsualLatency | None = None
+    #: Slow requests (or calls) of this key that the window suppressed since its
+    #: previous alert, in every worker and host sharing the store.
+    suppressed: int = 0
+    #: Set when this is not the first alert of the window but an escalation: it is
+    #: markedly slower than the worst one alerted so far.
+    escalation: Escalation | None = None
     #: Where the file subscriber wrote the HTML report, once it has (else ``None``).
     report_path: Path | None = field(default=None, repr=False)
     _html: str | None = field(default=None, repr=False)
@@ -111,6 +153,17 @@ class SlowRequestEvent:
     def time_summary(self) -> str:
         """``"62 % database (sqlalchemy), 30 % app code (shop.orders), 8 % templates"``."""
         return summary(self.time_by_kind)
+
+    def unusual(self) -> str:
+        """``"23 x this endpoint's median of 80 ms (p95 210 ms)"``, or ``""`` when not known."""
+        usual = self.usual
+        if usual is None:
+            return ""
+        whose = "this function's" if self.kind == "function" else "this endpoint's"
+        return (
+            f"{usual.times(self.duration):.0f} x {whose} median of {_seconds(usual.median)} "
+            f"(p95 {_seconds(usual.p95)})"
+        )
 
     def summary(self) -> str:
         """One line saying what was slow, for logs and messages."""

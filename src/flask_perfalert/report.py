@@ -52,6 +52,8 @@ body { display: flex; flex-direction: column; margin: 0; }
 #perfalert-header .cols { display: flex; flex-wrap: wrap; align-items: flex-start;
   gap: 6px 40px; }
 #perfalert-header .cols table { margin: 0; }
+#perfalert-header .context { margin: -6px 0 12px; }
+#perfalert-header .esc { color: #c23030; }
 #perfalert-kinds { margin: 0 0 12px; }
 #perfalert-kinds .bar { display: flex; height: 14px; border-radius: 3px; overflow: hidden;
   max-width: 960px; background: #edf2f7; margin: 0 0 6px; }
@@ -111,11 +113,12 @@ def render_header(event: SlowRequestEvent) -> str:
         f"<h1>{escape(title)} took <span class=dur>{event.duration:.3f} s</span></h1>",
         f'<p class="sub">Threshold {event.threshold:.3f} s &middot; '
         f"{escape(event.timestamp.strftime('%Y-%m-%d %H:%M:%S %Z'))} &middot; Flask-PerfAlert</p>",
+        render_context(event),
         '<div class="cols">',
         f'<table id="perfalert-request">{_rows(request_rows)}</table>',
     ]
     if event.time_by_kind:
-        parts.insert(4, render_time_by_kind(event.time_by_kind))
+        parts.insert(5, render_time_by_kind(event.time_by_kind))
     hot = event.hot_frames(5)
     if hot:
         parts.append('<table id="perfalert-hot"><tr><th colspan=2>Where the time went</th></tr>')
@@ -141,6 +144,26 @@ def render_header(event: SlowRequestEvent) -> str:
     parts.append("</section>")
     # Names of the app's own (endpoints, functions) may hold control characters too.
     return printable("".join(parts), keep="\n\r\t")
+
+
+def render_context(event: SlowRequestEvent) -> str:
+    """How unusual, how often, and whether it got worse: one line under the title."""
+    said = []
+    if event.escalation is not None:
+        previous = event.escalation.previous_worst
+        said.append(
+            f'<strong class="esc">Getting worse:</strong> {event.duration / previous:.1f} x '
+            f"the worst alerted so far in the window ({previous:.3f} s)"
+        )
+    unusual = event.unusual()
+    if unusual:
+        said.append(escape(unusual))
+    if event.suppressed:
+        plural = "" if event.suppressed == 1 else "s"
+        said.append(f"{event.suppressed} more slow request{plural} since the previous alert")
+    if not said:
+        return ""
+    return f'<p class="context" id="perfalert-context">{" &middot; ".join(said)}</p>'
 
 
 #: A colour per kind of time (the bar and its legend).
@@ -201,6 +224,12 @@ def render_meta(event: SlowRequestEvent) -> str:
         "duration": repr(float(event.duration)),
         "threshold": repr(float(event.threshold)),
         "time": event.timestamp.isoformat(timespec="milliseconds"),
+        "suppressed": str(event.suppressed),
+        "usual-median": "" if event.usual is None else repr(float(event.usual.median)),
+        "usual-p95": "" if event.usual is None else repr(float(event.usual.p95)),
+        "escalated-from": (
+            "" if event.escalation is None else repr(float(event.escalation.previous_worst))
+        ),
     }
     tags = "".join(
         f'<meta name="{META_PREFIX}{name}" content="{escape(value, quote=True)}">'
