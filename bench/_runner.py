@@ -20,6 +20,7 @@ from typing import IO, Any
 from . import _instructions, _load, _stores
 from .apps import FAST_KINDS, SLOW_KINDS, TARGET_SHARES
 from .candidates import THIS_TREE, Candidate, Variant, env_for
+from .delay_server import DelayServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +48,8 @@ class Runner:
             self.env["PERFALERT_THRESHOLD_SECONDS"] = str(config.threshold)
         self.env.pop("BENCH_EVENTS_FILE", None)
         self.env.pop("BENCH_CALIBRATION", None)
-        self.delay_server: subprocess.Popen[str] | None = None
+        #: The remote service the I/O-bound slow view waits for.
+        self.delay_server = DelayServer()
         self.began = time.time()
         #: (seconds into the run, 1-minute load average) at each step: how busy the machine was.
         self.loads: list[tuple[float, float]] = []
@@ -98,29 +100,6 @@ class Runner:
         return items[k:] + items[:k]
 
     # -- set-up -------------------------------------------------------------------------
-    def start_delay_server(self) -> tuple[str, int]:
-        self.delay_server = subprocess.Popen(
-            [sys.executable, "-m", "bench.delay_server", "--lifetime", "3600"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.delay_server.stdout is not None
-        port = int(self.delay_server.stdout.readline())
-        return ("127.0.0.1", port)
-
-    def stop_delay_server(self) -> None:
-        if self.delay_server is not None:
-            assert self.delay_server.stdin is not None
-            self.delay_server.stdin.close()
-            try:
-                self.delay_server.wait(10)
-            except subprocess.TimeoutExpired:
-                self.delay_server.kill()
-                self.delay_server.wait(5)
-            self.delay_server = None
-
     def calibrate(self) -> dict[str, Any]:
         """Work per part so that each slow view takes ``slow_target`` split 50/29/21."""
         scale = 0.1 if self.config.quick else 1.0
@@ -129,7 +108,7 @@ class Runner:
         per_unit.pop("threads_alive_at_end", None)
         target = self.config.slow_target
         a, b, c = (share * target for share in TARGET_SHARES)
-        addr = self.start_delay_server()
+        addr = self.delay_server.start()
         calibration = {
             "cpu": [
                 max(1, round(a / per_unit["compute_tree"])),

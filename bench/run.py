@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                         results[name] = step()
                         results["timings"][name] = time.time() - t0
             finally:
-                runner.stop_delay_server()
+                runner.delay_server.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["machine"]["loadavg_end"] = os.getloadavg()
