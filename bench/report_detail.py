@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .apps import FAST_DESCRIPTIONS
-from .report import CONTEXT_NAMES, Table, display, us
-from .summary import labels, pct
+from .report import Table, display, us
+from .summary import CONTEXT_NAMES, labels, pct
 
 
 def detail_tables(results: dict[str, Any]) -> list[Table]:
@@ -126,7 +126,8 @@ def detail_tables(results: dict[str, Any]) -> list[Table]:
             for label, v in per.items()
         ]
         headers = ["variant", "bare s", "sampled s", "Δ wall", "Δ CPU", "samples"]
-        title = f"A CPU-bound call sampled from its first ms: {where} thread"
+        where_name = "the main thread" if where == "main" else "another thread"
+        title = f"A CPU-bound call sampled from its first ms, on {where_name}"
         out.append(Table(f"sampler-{where}", title, headers, rows, page=False))
     return out
 

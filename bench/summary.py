@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from .apps import FAST_KINDS, PARTS, PROFILER_MODES
+from .apps import FAST_DESCRIPTIONS, FAST_KINDS, PARTS, PROFILER_MODES
 
 #: The goals, for the default mode: a fast request's median at most 1 % slower
 #: than bare, never more than 5 % (median or p99); the slow request at most 1 %
@@ -28,6 +28,13 @@ GOAL_SAME_AS_CANDIDATE_POINTS = 0.5
 #: The variant the goals are judged on: this tree's default mode.
 DEFAULT = "sampling"
 CONTEXTS = ("inprocess", "sync", "gthread")
+CONTEXT_NAMES = {"inprocess": "in-process", "sync": "gunicorn sync", "gthread": "gunicorn gthread"}
+VIEW_NAMES = {"slow_cpu": "CPU-bound", "slow_io": "I/O-bound"}
+
+
+def kind_name(kind: str) -> str:
+    """``json300`` -> ``JSON of 300 objects`` (without the details in brackets)."""
+    return FAST_DESCRIPTIONS[kind].split(" (")[0]
 
 
 def median(values: Sequence[float]) -> float:
@@ -285,29 +292,30 @@ def _worst(values: dict[str, float]) -> tuple[str, float]:
 
 
 def goals(summary: dict[str, Any], candidates: list[str]) -> list[dict[str, Any]]:
-    """Each goal for the default mode: met or not, with its worst figure."""
+    """Each goal for the default mode: met or not, with its worst figure.
+
+    The slow request is judged where bare and monitored share a process (the
+    only place a 1 % difference can be told from the process's memory layout).
+    """
     out: list[dict[str, Any]] = []
 
     def add(goal: str, where: str, met: bool, figure: str) -> None:
         out.append({"goal": goal, "where": where, "met": met, "figure": figure})
 
     for context, per_kind in summary["fast"].items():
+        where = CONTEXT_NAMES[context]
         entries = {k: v[DEFAULT] for k, v in per_kind.items() if DEFAULT in v}
         if not entries:
             continue
         kind, worst = _worst({k: e["median_ratio"] - 1 for k, e in entries.items()})
-        add(
-            "fast request: median ≤ 1 % slower",
-            context,
-            worst <= GOAL_MEDIAN,
-            f"{kind} {worst * 100:+.1f} %",
-        )
+        figure = f"{kind_name(kind)} {worst * 100:+.1f} %"
+        add("fast request: median ≤ 1 % slower", where, worst <= GOAL_MEDIAN, figure)
         kind_p, worst_p = _worst({k: e["p99_ratio"] - 1 for k, e in entries.items()})
         add(
             "fast request: median and p99 ≤ 5 % slower (hard limit)",
-            context,
+            where,
             max(worst, worst_p) <= HARD_LIMIT,
-            f"median {kind} {worst * 100:+.1f} %, p99 {kind_p} {worst_p * 100:+.1f} %",
+            f"median {figure}, p99 {kind_name(kind_p)} {worst_p * 100:+.1f} %",
         )
         for candidate in candidates:
             diffs = {
@@ -318,26 +326,24 @@ def goals(summary: dict[str, Any], candidates: list[str]) -> list[dict[str, Any]
             if diffs:
                 kind_c, points = _worst(diffs)
                 add(
-                    f"fast request: median within 0.5 points of {candidate}",
-                    context,
+                    f"fast request: median within 0.5 points of {candidate.replace(':', ' (')})",
+                    where,
                     points <= GOAL_SAME_AS_CANDIDATE_POINTS,
-                    f"{kind_c} {points:+.1f} points",
+                    f"{kind_name(kind_c)} {points:+.1f} points",
                 )
     for context, per_kind in summary["slow"].items():
         for kind, entry in per_kind.items():
             s = entry.get(DEFAULT)
             if not s:
                 continue
-            add(
-                "slow request ≤ 1 % slower",
-                f"{context}, {kind}",
-                s["ratio"] - 1 <= GOAL_SLOW,
-                pct(s["ratio"]),
-            )
+            where = f"{CONTEXT_NAMES[context]}, {VIEW_NAMES[kind]}"
+            if context == "inprocess":
+                met = s["ratio"] - 1 <= GOAL_SLOW
+                add("slow request ≤ 1 % slower", where, met, f"{(s['ratio'] - 1) * 100:+.2f} %")
             if "max_dev_points" in s:
                 add(
                     "top-3 shares within 5 points of the truth",
-                    f"{context}, {kind}",
+                    where,
                     s["max_dev_points"] <= GOAL_SHARE_POINTS,
                     f"{s['max_dev_points']:.1f} points (worst request {s['worst_dev_points']:.1f})",
                 )
