@@ -276,7 +276,9 @@ def versus_table(results: dict[str, Any]) -> Table | None:
     rows: list[list[str]] = []
 
     def row(name: str, cell: Any) -> None:
-        rows.append([name, *[cell(label) for label in shown]])
+        cells = [cell(label) for label in shown]
+        if any(cells):  # a section this run left out
+            rows.append([name, *cells])
 
     timer_ns = {
         label: (w["timed_median"] - w["raw_median"]) * 1e9
