@@ -198,11 +198,7 @@ class Gunicorn:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            wait_or_kill(self.proc, 15)
         self.proc = None
 
 
@@ -259,6 +255,15 @@ class ServeChild:
             self.proc.kill()
             self.proc.wait(10)
         return alive
+
+
+def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for ``proc`` (asked to end) to end; then kill it."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _pinned(cpus: set[int] | None) -> Any:

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._load import free_port, wait_or_kill
+
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW_SECONDS = 10 * 86400
 
@@ -62,17 +64,11 @@ def task_stores(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int] | None:
     binary = shutil.which("redis-server")
     if binary is None:
         return None
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         cwd=folder,
@@ -121,9 +117,5 @@ def run_stores(env: dict[str, str], claims: int, warmup: int) -> dict[str, Any]:
     finally:
         if redis is not None:
             redis[0].terminate()
-            try:
-                redis[0].wait(10)
-            except subprocess.TimeoutExpired:
-                redis[0].kill()
-                redis[0].wait(5)
+            wait_or_kill(redis[0], 10)
         shutil.rmtree(folder, ignore_errors=True)

@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+from ._load import wait_or_kill
+
 
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
@@ -55,12 +57,8 @@ class DelayServer:
         if self.proc is None:
             return
         assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        self.proc.stdin.close()  # it ends when its standard input closes
+        wait_or_kill(self.proc, 10)
         self.proc = None
 
 

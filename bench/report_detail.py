@@ -6,6 +6,7 @@ not onto the docs page.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .apps import FAST_DESCRIPTIONS
@@ -30,26 +31,20 @@ def detail_tables(results: dict[str, Any]) -> list[Table]:
         ]
         rows = []
         for kind, entry in per_kind.items():
-            rows.append([FAST_DESCRIPTIONS[kind], "bare", us(entry["bare_median"])] + [""] * 6)
-            for label in labels(results):
-                m = entry.get(label)
-                if m is None:
-                    continue
-                rows.append(
-                    [
-                        "",
-                        display(label),
-                        us(m["median"]),
-                        pct(m["median_ratio"]),
-                        f"{pct(m['median_ratio_min'])} .. {pct(m['median_ratio_max'])}",
-                        pct(m["p99_ratio"]),
-                        pct(m["throughput_ratio"]),
-                        f"{m['cpu_added_us']:+.1f}",
-                        ""
-                        if m["switches_added"] != m["switches_added"]
-                        else f"{m['switches_added']:+.2f}",
-                    ]
-                )
+            rows += _variant_rows(
+                results,
+                entry,
+                [FAST_DESCRIPTIONS[kind], "bare", us(entry["bare_median"])],
+                lambda m: [
+                    us(m["median"]),
+                    pct(m["median_ratio"]),
+                    f"{pct(m['median_ratio_min'])} .. {pct(m['median_ratio_max'])}",
+                    pct(m["p99_ratio"]),
+                    pct(m["throughput_ratio"]),
+                    f"{m['cpu_added_us']:+.1f}",
+                    _switches(m["switches_added"]),
+                ],
+            )
         title = f"Fast requests: {CONTEXT_NAMES[context]}"
         out.append(Table(f"fast-{context}", title, headers, rows, page=False))
     for context, per_kind in summary["slow"].items():
@@ -66,24 +61,20 @@ def detail_tables(results: dict[str, Any]) -> list[Table]:
         ]
         rows = []
         for kind, entry in per_kind.items():
-            rows.append([kind, "bare", f"{entry['bare_seconds']:.3f}"] + [""] * 6)
-            for label in labels(results):
-                m = entry.get(label)
-                if m is None:
-                    continue
-                rows.append(
-                    [
-                        "",
-                        display(label),
-                        f"{m['seconds']:.3f}",
-                        pct(m["ratio"]),
-                        f"{pct(m['ratio_min'])} .. {pct(m['ratio_max'])}",
-                        pct(m["cpu_ratio"]),
-                        f"{m.get('samples', 0):.0f}",
-                        f"{m.get('top1_right', 0)}/{m['profiles']}",
-                        ", ".join(f"{f} {s * 100:.0f}%" for f, s in m.get("hot_frames", [])),
-                    ]
-                )
+            rows += _variant_rows(
+                results,
+                entry,
+                [kind, "bare", f"{entry['bare_seconds']:.3f}"],
+                lambda m: [
+                    f"{m['seconds']:.3f}",
+                    pct(m["ratio"]),
+                    f"{pct(m['ratio_min'])} .. {pct(m['ratio_max'])}",
+                    pct(m["cpu_ratio"]),
+                    f"{m.get('samples', 0):.0f}",
+                    f"{m.get('top1_right', 0)}/{m['profiles']}",
+                    ", ".join(f"{f} {s * 100:.0f}%" for f, s in m.get("hot_frames", [])),
+                ],
+            )
         title = f"The slow request: {CONTEXT_NAMES[context]}"
         out.append(Table(f"slow-{context}", title, headers, rows, page=False))
     if summary.get("threads"):
@@ -135,3 +126,19 @@ def detail_tables(results: dict[str, Any]) -> list[Table]:
 def _switches(added: float) -> str:
     """Context switches added per request (not measured in-process: empty)."""
     return "" if added != added else f"{added:+.2f}"
+
+
+def _variant_rows(
+    results: dict[str, Any],
+    entry: dict[str, Any],
+    bare: list[str],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> list[list[str]]:
+    """The bare row of one endpoint, then a row of ``cells`` for each variant measured."""
+    rows = [bare]
+    for label in labels(results):
+        if label in entry:
+            rows.append(["", display(label), *cells(entry[label])])
+    width = len(rows[-1])
+    rows[0] = bare + [""] * (width - len(bare))
+    return rows
