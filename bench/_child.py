@@ -18,16 +18,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from io import BytesIO
 from typing import Any
 
-from werkzeug.test import EnvironBuilder
-
-from . import apps
+from . import _instructions, _internals, _stores, apps
+from ._wsgi import make_caller, process_time, trivial_wsgi_app
 
 perf_counter = time.perf_counter
-#: CPU time of the whole process (every thread): robust against other load on the machine.
-process_time = time.process_time
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -48,46 +44,6 @@ def summarise(latencies: list[float], wall: float) -> dict[str, Any]:
         "mean": statistics.fmean(latencies),
         "throughput": len(latencies) / wall if wall > 0 else 0.0,
     }
-
-
-def make_caller(app: Callable[..., Any]) -> Callable[..., tuple[float, float, float, str]]:
-    """A minimal WSGI server loop: one request, returns (start, body sent, closed, status).
-
-    ``sent``, a list, receives the process CPU time when the body was sent.
-    """
-    base = EnvironBuilder(path="/", base_url="http://127.0.0.1:8000/").get_environ()
-    status: list[str] = []
-
-    def write(data: bytes) -> None:
-        pass
-
-    def start_response(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        status.append(line)
-        return write
-
-    def call(
-        path: str, query: str = "", sent: list[float] | None = None
-    ) -> tuple[float, float, float, str]:
-        environ = base.copy()
-        environ["PATH_INFO"] = path
-        environ["QUERY_STRING"] = query
-        environ["REQUEST_URI"] = environ["RAW_URI"] = f"{path}?{query}" if query else path
-        environ["wsgi.input"] = BytesIO()
-        status.clear()
-        t0 = perf_counter()
-        body = app(environ, start_response)
-        for _chunk in body:
-            pass
-        t1 = perf_counter()
-        if sent is not None:
-            sent.append(process_time())
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-        t2 = perf_counter()
-        return t0, t1, t2, status[-1] if status else ""
-
-    return call
 
 
 class _GCClock:
@@ -200,6 +156,9 @@ def _one_slow_request(call: Callable[..., Any], kind: str, rid: str) -> dict[str
     cpu0 = process_time()
     t0, t1, t2, status = call(apps.SLOW_KINDS[kind], f"rid={rid}", sent=cpu_at_sent)
     cpu = cpu_at_sent[0] - cpu0
+    # The event is made after the response (on the events thread): wait for it, so
+    # that it neither slows the next request nor is missed.
+    _internals.settle()
     truth = apps.TRUTH.get(rid, {})
     result: dict[str, Any] = {
         "status": status,
@@ -241,31 +200,6 @@ def task_slow(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _monitor_state(app: Any) -> dict[str, Any]:
-    """Sizes of the extension's per-process state (internals: benchmark use only)."""
-    state: dict[str, Any] = {}
-    ext = app.extensions.get("perfalert")
-    if ext is None:
-        return state
-    from flask_perfalert import _pyinstrument_compat
-    from flask_perfalert._sampler import SAMPLER
-
-    monitor = ext._monitors.get(app)
-    state["sampler_active"] = len(SAMPLER.active)
-    state["sampler_armed"] = len(SAMPLER.armed)
-    state["identifier_cache"] = len(_pyinstrument_compat._identifier_cache)
-    try:
-        state["store_keys"] = len(monitor.store)
-    except TypeError:
-        state["store_keys"] = None
-    state["stats"] = {
-        key: value
-        for key, value in monitor.stats.snapshot().items()
-        if key in ("requests", "slow", "alerted", "suppressed")
-    }
-    return state
-
-
 def _rss_kib() -> int:
     with open("/proc/self/statm") as handle:
         pages = int(handle.read().split()[1])
@@ -289,6 +223,10 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     began = perf_counter()
     for i in range(checkpoints[-1] + 1):
+        if i % 200 == 0:
+            # When every request is slow, let the events thread keep up (as the time
+            # a server spends on the network would); a bounded queue otherwise refuses.
+            _internals.settle()
         if i in checkpoints:
             gc.collect()
             snapshot = tracemalloc.take_snapshot().filter_traces(ext_filter)
@@ -298,7 +236,7 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
                     "traced_total_bytes": tracemalloc.get_traced_memory()[0],
                     "traced_extension_bytes": sum(s.size for s in snapshot.statistics("filename")),
                     "rss_kib": _rss_kib(),
-                    "state": _monitor_state(app),
+                    "state": _internals.state_sizes(app),
                     "seconds": perf_counter() - began,
                 }
             )
@@ -320,19 +258,10 @@ def task_memory(spec: dict[str, Any]) -> dict[str, Any]:
 
 def task_wrapper(spec: dict[str, Any]) -> dict[str, Any]:
     """The request timer alone: a minimal Werkzeug response, raw and through the timer."""
-    from werkzeug.wrappers import Response
-
     app = apps.create_app(spec["mode"])
     timed = app.wsgi_app
-    state = getattr(timed, "perfalert_state", None)
-    if state is None:
-        raise RuntimeError("the installed request timer has no perfalert_state")
-
-    def inner(environ: dict[str, Any], start_response: Any) -> Any:
-        return Response(b"ok", content_type="text/plain")(environ, start_response)
-
-    state.wrapped = inner
-    raw_call = make_caller(inner)
+    _internals.timer_state(app).wrapped = trivial_wsgi_app
+    raw_call = make_caller(trivial_wsgi_app)
     timed_call = make_caller(timed)
     raw: list[float] = []
     timed_times: list[float] = []
@@ -341,7 +270,7 @@ def task_wrapper(spec: dict[str, Any]) -> dict[str, Any]:
             for _ in range(spec["block_size"]):
                 t0, _, t2, _ = target("/json")
                 sink.append(t2 - t0)
-    snapshot = state.monitor.stats.snapshot()
+    snapshot = app.extensions["perfalert"].stats(app)
     return {
         "raw_median": statistics.median(raw),
         "timed_median": statistics.median(timed_times),
@@ -355,11 +284,13 @@ def task_wrapper(spec: dict[str, Any]) -> dict[str, Any]:
 def task_sampler(spec: dict[str, Any]) -> dict[str, Any]:
     """A CPU-bound call sampled from its first millisecond, on the main thread or another.
 
-    On the main thread the sampler ticks from SIGALRM; on another thread (as in a
-    gthread worker) a sampler thread ticks, and each tick must take the GIL from
-    the working thread. Bare runs use the same thread layout without the extension.
-    The work times itself (wall and process CPU), so the event made after it is
-    not counted.
+    The main thread is where a sync worker runs requests, another thread where
+    a gthread worker does. A signal sampler ticks on the main thread itself
+    (SIGALRM) and from a thread of its own for other threads; a thread sampler
+    always reads the stack from its own thread, and each tick takes the GIL
+    from the working thread. Bare runs use the same thread layout without the
+    extension. The work times itself (wall and process CPU), so the event made
+    after it is not counted.
     """
     units = spec["units"]
     result: dict[str, Any] = {}
@@ -373,6 +304,7 @@ def task_sampler(spec: dict[str, Any]) -> dict[str, Any]:
         return value
 
     func: Callable[[int], int] = work
+    perf: Any = None
     if spec["mode"] != "bare":
         from flask import Flask
 
@@ -388,11 +320,11 @@ def task_sampler(spec: dict[str, Any]) -> dict[str, Any]:
         thread.join()
     else:
         func(units)
-    if spec["mode"] == "sampling":
-        from flask_perfalert._sampler import SAMPLER
-
-        result["samples"] = SAMPLER.samples_taken
-        result["interval"] = SAMPLER.interval
+    if perf is not None:
+        _internals.settle()
+        stats = perf.stats(app)
+        result["samples"] = stats["samples"]
+        result["interval"] = stats["sampler_interval"]
     return result
 
 
@@ -435,6 +367,8 @@ TASKS = {
     "wrapper": task_wrapper,
     "sampler": task_sampler,
     "calibrate": task_calibrate,
+    "instructions": _instructions.task_instructions,
+    "stores": _stores.task_stores,
 }
 
 

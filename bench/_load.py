@@ -1,4 +1,7 @@
-"""Real servers and load: gunicorn on 127.0.0.1, and ``wrk`` or a Python client.
+"""Servers and load: gunicorn on 127.0.0.1 with ``wrk`` or a Python client, and serve children.
+
+A serve child is the app in a live benchmark process that measures bursts of
+in-process requests on command.
 
 All traffic goes to 127.0.0.1 only; every wait is bounded.
 """
@@ -195,12 +198,72 @@ class Gunicorn:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            wait_or_kill(self.proc, 15)
         self.proc = None
+
+
+class ServeChild:
+    """A ``serve`` child (``bench/_child.py``): one variant's app, bursts on command."""
+
+    def __init__(
+        self,
+        label: str,
+        spec: dict[str, Any],
+        env: dict[str, str],
+        log: IO[str],
+        cpus: set[int] | None = None,
+    ) -> None:
+        log.flush()
+        self.label = label
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._child", json.dumps(spec)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            preexec_fn=_pinned(cpus),
+        )
+        self._read()  # {"ready": true} once warmed up
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(30)
+            raise RuntimeError(f"serve child {self.label} ended (exit {self.proc.returncode})")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def burst(self, kind: str, seconds: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"kind": kind, "seconds": seconds}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def stop(self) -> int | None:
+        """End the child; the number of threads it had at the end."""
+        alive = None
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"stop": True}) + "\n")
+            self.proc.stdin.flush()
+            alive = self._read().get("threads_alive_at_end")
+            self.proc.wait(30)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired, ValueError):
+            self.proc.kill()
+            self.proc.wait(10)
+        return alive
+
+
+def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for ``proc`` (asked to end) to end; then kill it."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _pinned(cpus: set[int] | None) -> Any:

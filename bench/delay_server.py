@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import socketserver
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+from ._load import wait_or_kill
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -29,6 +33,33 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+
+class DelayServer:
+    """This server in a process of its own, for the harness: ``start()``, then ``stop()``."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> tuple[str, int]:
+        """Start it; the address to send delays to."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.delay_server", "--lifetime", "3600"],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        return ("127.0.0.1", int(self.proc.stdout.readline()))
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # it ends when its standard input closes
+        wait_or_kill(self.proc, 10)
+        self.proc = None
 
 
 def main() -> None:
