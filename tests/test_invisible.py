@@ -311,3 +311,26 @@ def test_a_response_discarded_unclosed_runs_nothing_where_it_is_collected(
         assert [e.endpoint for e in events] == ["stream"]
     finally:
         perf_slow_request.disconnect(receiver, sender=app)
+
+
+@pytest.mark.parametrize("path", ["/nowhere", "/stream"])
+def test_closed_responses_leave_nothing_behind(app: Flask, wait_delivery: Any, path: str) -> None:
+    # A 404 keeps its routing error (and the traceback through the request timer's
+    # frame) on the request object the record keeps: nothing of ours may hold the
+    # response body beyond its close, or every such request would stay in memory.
+    from flask_perfalert.profiling.state import InFlight
+
+    app.testing = False  # as under a real server: handed on when closed
+    PerfAlert(app, threshold_seconds=1e-6, profiler="none", file_enabled=False)
+
+    @app.get("/stream")
+    def stream() -> Response:
+        return Response(iter(["a", "b"]))
+
+    client = app.test_client()
+    for _ in range(200):
+        client.get(path, buffered=True)
+    wait_delivery()
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, InFlight)]
+    assert len(alive) < 5, f"{len(alive)} requests kept alive"

@@ -34,7 +34,7 @@ from .alerts.file import FileAlerts
 from .events import SlowRequestEvent
 from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
 from .profiling.state import InFlight, TimerState
-from .profiling.timer import hold_back, later
+from .profiling.timer import hold_back, later, when_closed
 from .signals import perf_slow_request
 from .stats import Stats, share_counters
 from .storage import MemoryStore, Store, open_store
@@ -201,8 +201,9 @@ class AppMonitor:
             EVENTS.submit(_Finished(self, record, end))
             return
         hand_on = _HandOn(self, record, end)
-        body._callbacks.append(hand_on)  # the server closes the response after sending it
-        weakref.finalize(body, later, hand_on)  # or nobody closes it: once it is discarded
+        # The server closes the response after sending it; or nobody does, and it is
+        # handed on at the next safe point after it was discarded.
+        body._callbacks.append(when_closed(body, hand_on, partial(later, hand_on)))
 
     def finish_call(self, record: InFlight, end: float) -> None:
         """A watched call ended at ``end``."""

@@ -20,7 +20,7 @@ knows of none.
 from __future__ import annotations
 
 import logging
-import os
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -28,6 +28,7 @@ from typing import Any
 
 from flask import Request
 
+from .._fork import after_fork_in_child
 from ._threads import OSThreads, current_frames
 from .measurement import Measurement
 from .session import stack_of
@@ -68,10 +69,15 @@ class Sampler:
         self.max_overhead = 0.05
         self.idle_poll = IDLE_POLL
         self._reset()
+        # Nothing of a parent's sampler is valid in a forked child (gunicorn --preload):
+        # its thread does not exist there; the child's first request starts its own.
+        after_fork_in_child(self, Sampler._reset)
 
     def _reset(self) -> None:
-        #: The process whose thread samples (a forked child starts its own).
-        self.pid: int | None = None
+        #: Whether this process's sampler thread runs (read on every request: a flag,
+        #: not a system call).
+        self.running = False
+        self._start_lock = threading.Lock()
         self.os: OSThreads | None = None
         #: Held while the thread sleeps; released to wake it early (new settings).
         self._wakeup: Any = None
@@ -100,20 +106,15 @@ class Sampler:
         self._wake()
 
     # -- the thread ---------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.pid == os.getpid()
-
     def start(self) -> OSThreads:
         """Start this process's sampler thread if it is not running; its thread primitives."""
-        if not self.running:
-            if self.pid is not None:  # a forked child: nothing of the parent's is valid
-                self._reset()
-            self.os = OSThreads()
-            self._wakeup = self.os.allocate_lock()
-            self._wakeup.acquire()
-            self.pid = os.getpid()
-            self.os.start_new_thread(self._run, ())
+        with self._start_lock:  # the first requests of a gthread worker come at once
+            if not self.running:
+                self.os = OSThreads()
+                self._wakeup = self.os.allocate_lock()
+                self._wakeup.acquire()
+                self.os.start_new_thread(self._run, (self._wakeup,))
+                self.running = True
         assert self.os is not None
         return self.os
 
@@ -125,10 +126,9 @@ class Sampler:
             except RuntimeError:  # already awake
                 pass
 
-    def _run(self) -> None:
-        wait = self._wakeup.acquire
-        pid = self.pid
-        while self.pid == pid:
+    def _run(self, wakeup: Any) -> None:
+        wait = wakeup.acquire
+        while self._wakeup is wakeup:  # until a fork made the object another process's
             try:
                 armed = self.tick()
             except Exception:  # pragma: no cover - never let the sampler die

@@ -103,40 +103,47 @@ def install_timer(
                 record.status = "500 INTERNAL SERVER ERROR"
             ended(record)
             raise
-        # Werkzeug's Response.get_app_iter() returns ClosingIterator(..., response.close).
         try:
-            callbacks = body._callbacks  # type: ignore[attr-defined]
-            streamed = type(callbacks[-1].__self__.response) is not list
-        except (AttributeError, IndexError, TypeError):
-            return _other_body(body, record)
-        if streamed:
-            # The work happens while the server iterates: time it to close().
-            callbacks.append(partial(ended, record))
-            weakref.finalize(body, _discarded, record)  # never closed
+            # Werkzeug's Response.get_app_iter() returns ClosingIterator(..., response.close).
+            try:
+                callbacks = body._callbacks  # type: ignore[attr-defined]
+                streamed = type(callbacks[-1].__self__.response) is not list
+            except (AttributeError, IndexError, TypeError):
+                return _other_body(body, record)
+            if streamed:
+                # The work happens while the server iterates: time it to close().
+                callbacks.append(
+                    when_closed(body, partial(ended, record), partial(_discarded, record))
+                )
+                return body
+            # Not streamed: the view has done all its work; what is left is copying
+            # bytes to the socket. A fast request ends here, with no call-back at all.
+            end = _perf_counter()
+            try:
+                del _active[key]
+            except KeyError:  # pragma: no cover - the dict was cleared (fork)
+                pass
+            duration = end - record.start
+            stats = _state.stats
+            stats.requests += 1
+            stats.monitored_seconds += duration
+            if end >= stats.flush_due:
+                callbacks.append(stats.flush)
+            extras = record.extras
+            if duration >= _state.notable and (
+                duration >= _state.min_threshold or (extras is not None and extras.deferred)
+            ):
+                if extras is not None and extras.profiler is not None:
+                    stop_profiler(record)
+                record.finished = True
+                # The event, its signal and its alerts wait until the response is sent.
+                _state.finish(record, end, body)
             return body
-        # Not streamed: the view has done all its work; what is left is copying
-        # bytes to the socket. A fast request ends here, with no call-back at all.
-        end = _perf_counter()
-        try:
-            del _active[key]
-        except KeyError:  # pragma: no cover - the dict was cleared (fork)
-            pass
-        duration = end - record.start
-        stats = _state.stats
-        stats.requests += 1
-        stats.monitored_seconds += duration
-        if end >= stats.flush_due:
-            callbacks.append(stats.flush)
-        extras = record.extras
-        if duration >= _state.notable and (
-            duration >= _state.min_threshold or (extras is not None and extras.deferred)
-        ):
-            if extras is not None and extras.profiler is not None:
-                stop_profiler(record)
-            record.finished = True
-            # The event, its signal and its alerts wait until the response is sent.
-            _state.finish(record, end, body)
-        return body
+        finally:
+            # A traceback the app keeps (a routing error, on the request object the
+            # record keeps) holds this frame: it must not hold the body too, or the
+            # body's finalizer could never run.
+            del body
 
     perfalert_wsgi_app.perfalert_state = _state  # type: ignore[attr-defined]
     return perfalert_wsgi_app
@@ -198,6 +205,24 @@ def ended(record: InFlight, end: float | None = None) -> None:
         state.finish(record, end, None)
 
 
+def when_closed(
+    body: object, closed: Callable[[], Any], discarded: Callable[[], Any]
+) -> Callable[[], None]:
+    """A close call-back that runs ``closed``; ``discarded`` runs if ``body`` is collected unclosed.
+
+    Closing detaches the finalizer: left registered, its call-back (which leads
+    to the request, and from there often back to the body) would keep the body,
+    and all it holds, alive for ever.
+    """
+    finalizer = weakref.finalize(body, discarded)
+
+    def on_close() -> None:
+        finalizer.detach()
+        closed()
+
+    return on_close
+
+
 def _discarded(record: InFlight) -> None:
     """A finalizer: a streamed response was discarded without being closed."""
     later(partial(ended, record, perf_counter()))
@@ -223,18 +248,19 @@ def _other_body(body: Iterable[bytes], record: InFlight) -> Iterable[bytes]:
         ended(record)
         return body
     timed = _TimedBody(body, record)
-    weakref.finalize(timed, _discarded, record)
+    timed.closed = when_closed(timed, partial(ended, record), partial(_discarded, record))
     return timed
 
 
 class _TimedBody:
     """A body that is not a ``ClosingIterator``, passed through; closing it ends the timing."""
 
-    __slots__ = ("_body", "_record", "__weakref__")
+    __slots__ = ("_body", "closed", "__weakref__")
 
     def __init__(self, body: Iterable[bytes], record: InFlight) -> None:
         self._body = body
-        self._record = record
+        #: Ends the timing (set by :func:`_other_body`, see :func:`when_closed`).
+        self.closed: Callable[[], None] = partial(ended, record)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
@@ -245,7 +271,7 @@ class _TimedBody:
             if close is not None:
                 close()
         finally:
-            ended(self._record)
+            self.closed()
 
 
 def hold_back(call: InFlight, end: float) -> bool:

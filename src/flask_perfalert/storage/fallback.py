@@ -38,8 +38,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
+from .._fork import after_fork_in_child, renew_locks_after_fork
 from .._logging import LimitedWarning, logger
-from ._fork import after_fork_in_child, renew_locks_after_fork
 from .base import Batch, Deltas, Later, Store
 from .memory import MemoryStore
 

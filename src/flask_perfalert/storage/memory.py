@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ._fork import renew_locks_after_fork
+from .._fork import renew_locks_after_fork
 from .base import Batch, Deltas, Later
 
 #: Keys kept at most; the oldest claims are forgotten first.

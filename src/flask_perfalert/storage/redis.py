@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._fork import renew_locks_after_fork
+from .._fork import renew_locks_after_fork
 from .base import (
     COUNTER_TTL,
     SENDER_TTL,

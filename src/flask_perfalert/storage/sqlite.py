@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ._fork import renew_locks_after_fork
+from .._fork import renew_locks_after_fork
 from .base import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch, Deltas, Later
 
 #: Seconds a claim waits for another process's write lock before giving up.
