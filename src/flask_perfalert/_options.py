@@ -24,6 +24,7 @@ class PerfAlertOptions(TypedDict, total=False):
     endpoint_thresholds: Mapping[str, float]
     exclude: Sequence[str]
     alert_window_days: float
+    escalation_factor: float
     data_dir: str | os.PathLike[str]
     profiler: Literal["sampling", "pyinstrument", "none"]
     sample_interval: float

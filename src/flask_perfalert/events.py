@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import report
+from .latency import UsualLatency
 from .time_by_kind import TimeShare, summary
 
 if TYPE_CHECKING:
@@ -32,25 +33,6 @@ class HotFrame:
     @property
     def location(self) -> str:
         return f"{self.file}:{self.line}"
-
-
-@dataclass(frozen=True)
-class UsualLatency:
-    """How long the endpoint usually takes: a sample of its recent requests.
-
-    Kept by every worker (and host) sharing the store, over the last 24 hours.
-    """
-
-    #: Seconds: half of the sampled requests were faster.
-    median: float
-    #: Seconds: 95 % of the sampled requests were faster.
-    p95: float
-    #: How many sampled requests it is based on.
-    requests: int
-
-    def times(self, duration: float) -> float:
-        """How many times the median ``duration`` is."""
-        return duration / self.median if self.median > 0 else float("inf")
 
 
 @dataclass(frozen=True)
@@ -164,6 +146,24 @@ class SlowRequestEvent:
             f"{usual.times(self.duration):.0f} x {whose} median of {_seconds(usual.median)} "
             f"(p95 {_seconds(usual.p95)})"
         )
+
+    def headline(self) -> str:
+        """The alert in one line: what, how unusual, what kind of time, how often.
+
+        ``"Slow request: GET orders (200) took 1.840s ...; 23 x this endpoint's median
+        of 80 ms (p95 210 ms); 62 % database (sqlalchemy), 38 % app code (shop);
+        14 more since the previous alert"``.
+        """
+        parts = [f"{'Getting worse' if self.escalation else 'Slow'} {self.kind}: {self.summary()}"]
+        if self.escalation is not None:
+            previous = self.escalation.previous_worst
+            parts.append(
+                f"{self.duration / previous:.1f} x the worst alerted so far ({previous:.3f}s)"
+            )
+        parts.extend(part for part in (self.unusual(), self.time_summary()) if part)
+        if self.suppressed:
+            parts.append(f"{self.suppressed} more since the previous alert")
+        return "; ".join(parts)
 
     def summary(self) -> str:
         """One line saying what was slow, for logs and messages."""

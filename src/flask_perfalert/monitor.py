@@ -31,12 +31,13 @@ from ._request_info import RequestInfo, describe_request
 from ._routes import resolve_thresholds, warn_unmatched_settings
 from .alerts.delivery import DeliveryWorker
 from .alerts.file import FileAlerts
-from .events import SlowRequestEvent
+from .events import Escalation, SlowRequestEvent
+from .latency import MAX_PENDING, SAMPLE_MASK, LatencyBook, UsualLatency
 from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
 from .profiling.state import InFlight, TimerState
 from .profiling.timer import hold_back, later, when_closed
 from .signals import perf_slow_request
-from .stats import Stats, share_counters
+from .stats import FIRST_FLUSH_DELAY, Stats, share_counters
 from .storage import MemoryStore, Store, open_store
 from .time_by_kind import time_by_kind
 
@@ -88,6 +89,15 @@ class AppMonitor:
         #: Names this app's counters in a shared store (the same in every worker).
         self.app_key = app.name
         self.counters = share_counters(self.stats, self.store, self.app_key)
+        #: The endpoints' usual latencies, from one request in latency.SAMPLE_EVERY.
+        self.latencies = LatencyBook(self.store, self.app_key)
+        self.escalation_factor = settings.escalation_factor
+        if settings.enabled:
+            # Counts and samples are sent off the request path, every FLUSH_INTERVAL.
+            self.stats.on_flush = self._flush_soon
+            self.stats.flush_due = min(
+                self.stats.flush_due, time.perf_counter() + FIRST_FLUSH_DELAY
+            )
         self.file_alerts = FileAlerts(settings, self.stats) if settings.file_enabled else None
         self.subscribers: list[Callable[..., None]] = []
         if self.file_alerts is not None:
@@ -211,6 +221,10 @@ class AppMonitor:
         stats.functions += 1
         stats.monitored_seconds += end - record.start
         assert record.call is not None
+        if not stats.functions & SAMPLE_MASK and len(stats.latencies) < MAX_PENDING:
+            stats.latencies.append(("function", record.call.name, end - record.start))
+        if end >= stats.flush_due:
+            stats.flush()
         if end - record.start < record.call.threshold:
             return
         # Inside a timed request: handed on with it, once its response is sent.
@@ -335,7 +349,17 @@ class AppMonitor:
         EVENTS.submit(_Signal(self, app, event, won))
 
     def _signal(self, app: Flask, event: SlowRequestEvent, won: bool) -> None:
-        event.duplicate = not won
+        # The first of the window alerts; a later one alerts again when it got markedly
+        # worse; the others are counted, and the next alert says how many there were.
+        factor = self.escalation_factor
+        settled = self.store.settle(event.key, event.duration, won, factor, self.window_seconds)
+        event.duplicate = not settled.alert
+        if settled.alert:
+            event.suppressed = settled.suppressed_before
+            if settled.escalated_from is not None:
+                event.escalation = Escalation(settled.escalated_from, factor)
+                self.stats.add("escalated")
+            event.usual = self._usual(app, event)
         self.stats.add("suppressed" if event.duplicate else "alerted")
         for receiver in perf_slow_request.receivers_for(app):
             try:
@@ -343,14 +367,37 @@ class AppMonitor:
             except Exception:
                 logger.exception("A receiver of perf_slow_request failed for %s", event.summary())
         if not event.duplicate:
-            kinds = event.time_summary()
-            alert_logger.warning(
-                "Slow %s: %s%s; %s",
-                event.kind,
-                event.summary(),
-                f"; {kinds}" if kinds else "",
-                self._report_note(event),
-            )
+            alert_logger.warning("%s; %s", event.headline(), self._report_note(event))
+
+    def _usual(self, app: Flask, event: SlowRequestEvent) -> UsualLatency | None:
+        self._count_latencies(app)  # this process's latest samples count too
+        key = event.endpoint if event.kind == "request" else f"function {event.endpoint}"
+        return self.latencies.usual(key) if key is not None else None
+
+    # -- counts and samples, every FLUSH_INTERVAL -------------------------------------------------
+    def _flush_soon(self) -> None:
+        app = self.app
+        if app is not None and app.testing:
+            self.flush_now()
+        else:
+            EVENTS.submit(_Flush(self))
+
+    def flush_now(self) -> None:
+        """Count the sampled latencies and send the counters (on the events thread)."""
+        app = self.app
+        if app is not None:
+            self._count_latencies(app)
+        if self.counters is not None:
+            self.counters.flush()
+
+    def _count_latencies(self, app: Flask) -> None:
+        pending = self.stats.latencies
+        taken = pending[:]
+        del pending[: len(taken)]  # requests may append meanwhile: keep theirs
+        try:
+            self.latencies.count(app, taken)
+        except Exception:
+            logger.exception("Flask-PerfAlert could not count the sampled latencies")
 
     def _report_note(self, event: SlowRequestEvent) -> str:
         if event.report_path is not None:
@@ -401,6 +448,21 @@ class _Signal:
 
     def abandon(self, reason: str) -> None:
         logger.warning("The event of %s was not sent: %s.", self.event.summary(), reason)
+
+
+class _Flush:
+    """A job of the events thread: send the counts and samples of one app."""
+
+    description = "the counters and latencies"
+
+    def __init__(self, monitor: AppMonitor) -> None:
+        self.monitor = monitor
+
+    def run(self) -> None:
+        self.monitor.flush_now()
+
+    def abandon(self, reason: str) -> None:
+        pass  # the counters are sent at exit by their own flush
 
 
 class _RoutesKnown:

@@ -145,6 +145,14 @@ class PerfAlertSettings(BaseSettings):
         description="De-duplication window: one alert per method and endpoint per window. "
         "At least 0.001 days (86 seconds): a shorter window would alert on every slow request.",
     )
+    escalation_factor: float = Field(
+        2.0,
+        ge=1.1,
+        le=100.0,
+        description="Within the window, a slow request (or call) this many times slower than "
+        "the worst one alerted so far for its endpoint alerts again, marked as an escalation; "
+        "so an endpoint escalates at most once per doubling (by default).",
+    )
     data_dir: Path = Field(
         default_factory=_no_app_data_dir,
         description="Folder of this app's own data: the SQLite file of the default "

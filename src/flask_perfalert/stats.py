@@ -53,6 +53,7 @@ COUNTS = (
     "slow",
     "alerted",
     "suppressed",
+    "escalated",
     "reports_written",
     "report_failures",
     "delivered",
@@ -93,20 +94,28 @@ class Stats:
     sampler_seconds: float = 0.0
     #: Seconds spent handling slow requests after their response was sent (measured).
     after_response_seconds: float = 0.0
+    #: Slow ones that alerted again, markedly slower than the worst before (escalations).
+    escalated: int = 0
     #: perf_counter() time after which the request timer calls :meth:`flush` once
-    #: the response is sent (infinite: no shared store keeps counters).
+    #: the response is sent (infinite: nothing to send).
     flush_due: float = math.inf
     #: Sends the counts to a store shared by every worker (see :class:`CounterFlusher`), or None.
     flusher: CounterFlusher | None = field(default=None, repr=False)
+    #: Does the sending off the request path (the app's monitor); else it is done here.
+    on_flush: Callable[[], None] | None = field(default=None, repr=False)
+    #: Sampled requests, ``(method, path, seconds)``: one in ``latency.SAMPLE_EVERY``.
+    latencies: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def flush(self) -> None:
-        """Hand the counters since the last flush to the shared store; never raises."""
-        flusher = self.flusher
-        if flusher is None:
+        """Time to send what was counted and sampled; hands it on, never raises."""
+        self.flush_due = time.perf_counter() + FLUSH_INTERVAL
+        if self.on_flush is not None:
+            self.on_flush()
+        elif self.flusher is not None:
+            self.flusher.flush()
+        else:
             self.flush_due = math.inf
-            return
-        flusher.flush()
 
     def add(self, name: str, amount: int = 1) -> None:
         """Thread-safe increment, for counters touched off the request path."""
@@ -134,6 +143,7 @@ class Stats:
             "slow": self.slow,
             "alerted": self.alerted,
             "suppressed": self.suppressed,
+            "escalated": self.escalated,
             "reports_written": self.reports_written,
             "report_failures": self.report_failures,
             "delivered": self.delivered,
@@ -208,10 +218,6 @@ class CounterFlusher:
         if not self._lock.acquire(timeout=EXIT_LOCK_TIMEOUT if final else 0):
             return False
         try:
-            now = time.perf_counter()
-            if not final and now < self.stats.flush_due:
-                return True  # another thread has just sent a batch
-            self.stats.flush_due = now + FLUSH_INTERVAL
             return self._send(final)
         except Exception as exc:
             self._warn(f"{type(exc).__name__}: {exc}")

@@ -28,11 +28,14 @@ from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from ..latency import MAX_PENDING, SAMPLE_MASK
 from .sampler import SAMPLER, Sampler
 from .state import ACTIVE, STATES, InFlight, TimerState, WatchCall, request_on
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ..stats import Stats
 
 
 logger = logging.getLogger("flask_perfalert")
@@ -81,6 +84,7 @@ def install_timer(
     _active = sampler.active
     _sampler = sampler
     _later = LATER
+    _sample_mask = SAMPLE_MASK
 
     def perfalert_wsgi_app(
         environ: WSGIEnvironment, start_response: StartResponse
@@ -125,8 +129,11 @@ def install_timer(
                 pass
             duration = end - record.start
             stats = _state.stats
-            stats.requests += 1
+            count = stats.requests + 1
+            stats.requests = count
             stats.monitored_seconds += duration
+            if not count & _sample_mask:  # one in latency.SAMPLE_EVERY: the usual latency
+                _sample(stats, environ, duration)
             if end >= stats.flush_due:
                 callbacks.append(stats.flush)
             extras = record.extras
@@ -196,6 +203,8 @@ def ended(record: InFlight, end: float | None = None) -> None:
     stats = state.stats
     stats.requests += 1
     stats.monitored_seconds += duration
+    if not stats.requests & SAMPLE_MASK and record.environ is not None:
+        _sample(stats, record.environ, duration)
     if end >= stats.flush_due:
         stats.flush()
     extras = record.extras
@@ -221,6 +230,13 @@ def when_closed(
         closed()
 
     return on_close
+
+
+def _sample(stats: Stats, environ: WSGIEnvironment, seconds: float) -> None:
+    """Keep a sampled request for the usual latency (its endpoint is found later)."""
+    if len(stats.latencies) < MAX_PENDING:
+        method = environ.get("REQUEST_METHOD", "")
+        stats.latencies.append((method, environ.get("PATH_INFO", ""), seconds))
 
 
 def _discarded(record: InFlight) -> None:

@@ -14,9 +14,11 @@ unknown (the reply lost in a timeout) is counted once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, Protocol
 
+#: endpoint -> histogram bucket -> count (see ``flask_perfalert.latency``).
+Histograms = Mapping[str, Mapping[int, int]]
 #: The wall clock of the window (tests pass a fake one).
 Clock = Callable[[], float]
 #: Called with the decision of a claim that was held (True: alert), see ``Store.claim``.
@@ -92,6 +94,62 @@ def _userinfo_end(rest: str) -> int:
     return rest.rfind("@")  # no host follows any "@": mask all that could be a password
 
 
+class KeyState(NamedTuple):
+    """What a store keeps of a key besides its window, for every worker."""
+
+    #: Seconds the worst request (or call) alerted for in the window took.
+    worst: float = 0.0
+    #: Slow ones the window suppressed since the last alert.
+    since: int = 0
+    #: Slow ones the window suppressed in all (``flask perfalert stats``).
+    suppressed: int = 0
+    #: Alerts sent: the first of each window, and escalations.
+    alerts: int = 0
+
+
+class Settled(NamedTuple):
+    """What a slow request (or call) comes to, once its claim was decided."""
+
+    #: True: alert (the first of the window, or an escalation).
+    alert: bool
+    #: For an escalation: the worst alerted before it (seconds); else None.
+    escalated_from: float | None
+    #: The slow ones suppressed since the previous alert (shown with this one).
+    suppressed_before: int
+
+
+def settle_state(
+    state: KeyState | None, seconds: float, first: bool, factor: float
+) -> tuple[KeyState, Settled]:
+    """The new state of a key, and the outcome, for one slow request or call.
+
+    Every store applies this one rule, atomically: the first of a window
+    alerts; a later one alerts again (an escalation) when it took at least
+    ``factor`` times the worst alerted so far, so a key escalates at most once
+    per ``factor`` (twice as slow, by default); the others are counted.
+    """
+    state = state or KeyState()
+    if first:
+        return (
+            KeyState(seconds, 0, state.suppressed, state.alerts + 1),
+            Settled(True, None, state.since),
+        )
+    if state.worst > 0 and seconds >= factor * state.worst:
+        return (
+            KeyState(seconds, 0, state.suppressed, state.alerts + 1),
+            Settled(True, state.worst, state.since),
+        )
+    return (
+        KeyState(state.worst, state.since + 1, state.suppressed + 1, state.alerts),
+        Settled(False, None, 0),
+    )
+
+
+def state_ttl(window_seconds: float) -> float:
+    """Seconds a key's state outlives its last change: the next window must see it."""
+    return max(2 * window_seconds, window_seconds + 86400.0)
+
+
 class Store(Protocol):
     """Where the window is kept: ``memory://``, ``sqlite://``, ``redis://``.
 
@@ -127,6 +185,24 @@ class Store(Protocol):
 
     def counters(self, app_key: str) -> dict[str, float]:
         """Every worker's counters of the app, summed; ``{}`` if none were added."""
+        ...
+
+    def settle(
+        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+    ) -> Settled:
+        """Apply :func:`settle_state` to ``key``'s state, atomically for every worker."""
+        ...
+
+    def key_states(self) -> dict[str, KeyState]:
+        """The state of every key of this store's prefix (without the prefix)."""
+        ...
+
+    def add_latencies(self, app_key: str, slot: int, histograms: Histograms) -> bool:
+        """Add sampled durations (endpoint -> bucket -> count) to hour ``slot``."""
+        ...
+
+    def latencies(self, app_key: str, endpoint: str, slots: Iterable[int]) -> dict[int, int]:
+        """The endpoint's histogram summed over ``slots``, from every worker."""
         ...
 
     def prepare(self) -> None:

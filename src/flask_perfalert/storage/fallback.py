@@ -35,12 +35,12 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from .._fork import after_fork_in_child, renew_locks_after_fork
 from .._logging import LimitedWarning, logger
-from .base import Batch, Deltas, Later, Store
+from .base import Batch, Deltas, Histograms, KeyState, Later, Settled, Store
 from .memory import MemoryStore
 
 #: Seconds before the first retry of a failed shared store; doubled up to RETRY_MAX.
@@ -188,6 +188,51 @@ class FallbackStore:
     def counters(self, app_key: str) -> dict[str, float]:
         """Every worker's counters of the app, read from the shared store (raises if away)."""
         return self.store.counters(app_key)
+
+    # -- key states and latencies: the store's while it answers, this process's else --------
+    def settle(
+        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+    ) -> Settled:
+        """The store's rule for ``key``; while it is away, this process's memory's."""
+        local = self.memory.settle(key, seconds, first, factor, window_seconds)
+        if self.degraded:
+            return local
+        try:
+            return self.store.settle(key, seconds, first, factor, window_seconds)
+        except Exception as exc:
+            with self._lock:
+                self._failed(exc, self.clock())
+            return local
+
+    def key_states(self) -> dict[str, KeyState]:
+        if not self.degraded:
+            try:
+                return self.store.key_states()
+            except Exception as exc:
+                with self._lock:
+                    self._failed(exc, self.clock())
+        return self.memory.key_states()
+
+    def add_latencies(self, app_key: str, slot: int, histograms: Histograms) -> bool:
+        """Add to the shared store; while it is away, to this process's memory (False)."""
+        if not self.degraded:
+            try:
+                return self.store.add_latencies(app_key, slot, histograms)
+            except Exception as exc:
+                with self._lock:
+                    self._failed(exc, self.clock())
+        self.memory.add_latencies(app_key, slot, histograms)
+        return False
+
+    def latencies(self, app_key: str, endpoint: str, slots: Iterable[int]) -> dict[int, int]:
+        hours = list(slots)
+        if not self.degraded:
+            try:
+                return self.store.latencies(app_key, endpoint, hours)
+            except Exception as exc:
+                with self._lock:
+                    self._failed(exc, self.clock())
+        return self.memory.latencies(app_key, endpoint, hours)
 
     def close(self) -> None:
         try:

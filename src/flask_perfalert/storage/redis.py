@@ -25,10 +25,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._fork import renew_locks_after_fork
@@ -39,9 +40,19 @@ from .base import (
     WORKERS_SEEN,
     Batch,
     Deltas,
+    Histograms,
+    KeyState,
     Later,
+    Settled,
     masked_uri,
+    settle_state,
+    state_ttl,
 )
+
+#: Tries of one settle when other workers change the same key meanwhile.
+SETTLE_TRIES = 20
+#: Seconds an hour's latency histogram outlives its hour.
+LATENCY_TTL = 49 * 3600
 
 if TYPE_CHECKING:
     import redis as redis_module
@@ -194,6 +205,65 @@ class RedisStore:
             values[WORKERS_SEEN] = float(workers)
         return values
 
+    def settle(
+        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+    ) -> Settled:
+        """Apply the settle rule to ``key``'s state, optimistically (WATCH, MULTI/EXEC)."""
+        name = f"{self.prefix}state:{key}"
+        ttl = max(1, math.ceil(state_ttl(window_seconds) * 1000))
+        watch_error = self._redis.exceptions.WatchError
+        with self._client_for_process().pipeline() as pipe:
+            for _ in range(SETTLE_TRIES):
+                try:
+                    pipe.watch(name)  # type: ignore[no-untyped-call]
+                    new, settled = settle_state(_state(pipe.hgetall(name)), seconds, first, factor)
+                    pipe.multi()
+                    pipe.hset(name, mapping={k: repr(v) for k, v in new._asdict().items()})
+                    pipe.pexpire(name, ttl)
+                    pipe.execute()
+                    return settled
+                except watch_error:
+                    continue
+        raise RuntimeError(f"the state of {key!r} changed {SETTLE_TRIES} times while settling")
+
+    def key_states(self) -> dict[str, KeyState]:
+        start = f"{self.prefix}state:"
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", start) + "*"
+        client = self._client_for_process()
+        names = [n.decode() for n in client.scan_iter(match=pattern, count=500)][:MAX_STATES]
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        states = {}
+        for name, raw in zip(names, pipe.execute(), strict=True):
+            state = _state(raw)
+            if state is not None:
+                states[name[len(start) :]] = state
+        return states
+
+    def add_latencies(self, app_key: str, slot: int, histograms: Histograms) -> bool:
+        pipe = self._client_for_process().pipeline(transaction=False)
+        for endpoint, counts in histograms.items():
+            name = self._latency_key(app_key, endpoint, slot)
+            for index, count in counts.items():
+                pipe.hincrby(name, str(index), int(count))
+            pipe.expire(name, LATENCY_TTL)
+        pipe.execute()
+        return True
+
+    def latencies(self, app_key: str, endpoint: str, slots: Iterable[int]) -> dict[int, int]:
+        pipe = self._client_for_process().pipeline(transaction=False)
+        for slot in slots:
+            pipe.hgetall(self._latency_key(app_key, endpoint, slot))
+        out: dict[int, int] = {}
+        for raw in pipe.execute():
+            for index, count in raw.items():
+                out[int(index)] = out.get(int(index), 0) + int(count)
+        return out
+
+    def _latency_key(self, app_key: str, endpoint: str, slot: int) -> str:
+        return f"{self.prefix}latency:{app_key}:{slot}:{endpoint}"
+
     def _counter_keys(self, app_key: str) -> tuple[str, str, str]:
         total = f"{self.prefix}counters:{app_key}"
         return total, f"{total}:senders", f"{total}:seen"
@@ -214,3 +284,22 @@ class RedisStore:
             client, self._client = self._client, None
             if client is not None and self._pid == os.getpid():
                 client.connection_pool.disconnect()
+
+
+#: States read at most by ``key_states`` (``flask perfalert stats``).
+MAX_STATES = 10_000
+
+
+def _state(raw: Mapping[Any, Any]) -> KeyState | None:
+    if not raw:
+        return None
+    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+    try:
+        return KeyState(
+            float(fields["worst"]),
+            int(float(fields["since"])),
+            int(float(fields["suppressed"])),
+            int(float(fields["alerts"])),
+        )
+    except (KeyError, ValueError):
+        return None  # not written by us: start afresh

@@ -17,6 +17,11 @@ Counters (``add_counters``, ``counters``) are rows ``(app, name, value)`` of
 ``perfalert_counters``, the app being the prefix and the app's name; a batch
 is one ``BEGIN IMMEDIATE`` transaction of one upsert per counter, applied at
 most once per sender and batch number (``perfalert_counter_senders``).
+
+A key's state (``settle``: the worst alerted, the suppressed) is a row of
+``perfalert_keys``, read and written in one ``BEGIN IMMEDIATE`` transaction;
+sampled latencies are rows ``(app, endpoint, hour, bucket, count)`` of
+``perfalert_latencies``, older than two days deleted with the expired claims.
 """
 
 from __future__ import annotations
@@ -25,11 +30,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .._fork import renew_locks_after_fork
-from .base import SENDER_TTL, SINCE, WORKERS_RECENT, WORKERS_SEEN, Batch, Deltas, Later
+from .base import (
+    SENDER_TTL,
+    SINCE,
+    WORKERS_RECENT,
+    WORKERS_SEEN,
+    Batch,
+    Deltas,
+    Histograms,
+    KeyState,
+    Later,
+    Settled,
+    settle_state,
+    state_ttl,
+)
+
+T = TypeVar("T")
 
 #: Seconds a claim waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 0.05
@@ -55,7 +76,34 @@ _SCHEMA = (
     " batch INTEGER NOT NULL,"
     " seen REAL NOT NULL,"
     " PRIMARY KEY (app, sender))",
+    "CREATE TABLE IF NOT EXISTS perfalert_keys ("
+    " key TEXT PRIMARY KEY NOT NULL,"
+    " worst REAL NOT NULL, since INTEGER NOT NULL, suppressed INTEGER NOT NULL,"
+    " alerts INTEGER NOT NULL, expires REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS perfalert_latencies ("
+    " app TEXT NOT NULL, endpoint TEXT NOT NULL, hour INTEGER NOT NULL,"
+    " bucket INTEGER NOT NULL, count INTEGER NOT NULL,"
+    " PRIMARY KEY (app, endpoint, hour, bucket))",
 )
+_STATE = "SELECT worst, since, suppressed, alerts FROM perfalert_keys WHERE key = ? AND expires > ?"
+_SET_STATE = (
+    "INSERT OR REPLACE INTO perfalert_keys (key, worst, since, suppressed, alerts, expires) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_STATES = (
+    "SELECT key, worst, since, suppressed, alerts FROM perfalert_keys "
+    "WHERE key >= ? AND key < ? AND expires > ?"
+)
+_ADD_LATENCY = (
+    "INSERT INTO perfalert_latencies (app, endpoint, hour, bucket, count) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (app, endpoint, hour, bucket) DO UPDATE SET count = count + excluded.count"
+)
+_LATENCIES = (
+    "SELECT bucket, sum(count) FROM perfalert_latencies WHERE app = ? AND endpoint = ? "
+    "AND hour >= ? AND hour <= ? GROUP BY bucket"
+)
+_PURGE_LATENCIES = "DELETE FROM perfalert_latencies WHERE hour < ?"
+_PURGE_KEYS = "DELETE FROM perfalert_keys WHERE expires <= ?"
 _CLAIM = (
     "INSERT INTO perfalert_claims (key, expires, owner) VALUES (?, ?, ?) "
     "ON CONFLICT (key) DO UPDATE SET expires = excluded.expires, owner = excluded.owner "
@@ -158,6 +206,8 @@ class SQLiteStore:
                 self._next_purge = now + PURGE_INTERVAL
                 try:
                     conn.execute(_PURGE, (now,))
+                    conn.execute(_PURGE_KEYS, (now,))
+                    conn.execute(_PURGE_LATENCIES, (int(now // 3600) - 48,))
                 except sqlite3.Error:
                     pass  # the claim stands; expired rows go next time
         return changed == 1
@@ -171,12 +221,57 @@ class SQLiteStore:
         """
         app = self.prefix + app_key
         now = self.clock()
+        self._transaction(lambda conn: self._add(conn, app, deltas, batch, now))
+        return True
+
+    def settle(
+        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+    ) -> Settled:
+        """Apply the settle rule to ``key``'s state in one transaction; raises on failure."""
+        key = self.prefix + key
+        now = self.clock()
+
+        def change(conn: sqlite3.Connection) -> Settled:
+            row = conn.execute(_STATE, (key, now)).fetchone()
+            state = KeyState(row[0], row[1], row[2], row[3]) if row is not None else None
+            new, settled = settle_state(state, seconds, first, factor)
+            conn.execute(_SET_STATE, (key, *new, now + state_ttl(window_seconds)))
+            return settled
+
+        return self._transaction(change)
+
+    def key_states(self) -> dict[str, KeyState]:
+        size = len(self.prefix)
+        # Every key of the prefix: from the prefix up to (not including) its successor.
+        upper = self.prefix[:-1] + chr(ord(self.prefix[-1]) + 1) if self.prefix else "\U0010ffff"
+        rows = self._read(lambda conn: conn.execute(_STATES, (self.prefix, upper, self.clock())))
+        return {row[0][size:]: KeyState(*row[1:]) for row in rows}
+
+    def add_latencies(self, app_key: str, slot: int, histograms: Histograms) -> bool:
+        app = self.prefix + app_key
+        rows = [
+            (app, endpoint, slot, index, int(count))
+            for endpoint, counts in histograms.items()
+            for index, count in counts.items()
+        ]
+        self._transaction(lambda conn: conn.executemany(_ADD_LATENCY, rows))
+        return True
+
+    def latencies(self, app_key: str, endpoint: str, slots: Iterable[int]) -> dict[int, int]:
+        hours = list(slots)
+        if not hours:
+            return {}
+        args = (self.prefix + app_key, endpoint, min(hours), max(hours))
+        return {int(b): int(n) for b, n in self._read(lambda conn: conn.execute(_LATENCIES, args))}
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction; raises on failure."""
         with self._lock:
             conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._add(conn, app, deltas, batch, now)
+                    result = work(conn)
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -185,7 +280,16 @@ class SQLiteStore:
             except sqlite3.Error:
                 self._drop()
                 raise
-        return True
+        return result
+
+    def _read(self, query: Callable[[sqlite3.Connection], sqlite3.Cursor]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return list(query(conn))
+            except sqlite3.Error:
+                self._drop()
+                raise
 
     @staticmethod
     def _add(
