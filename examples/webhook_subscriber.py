@@ -35,9 +35,12 @@ logger = logging.getLogger(__name__)
 
 def to_payload(event: SlowRequestEvent) -> dict[str, Any]:
     """What the webhook receives: plain JSON, already redacted by Flask-PerfAlert."""
+    usual = event.usual
+    escalation = event.escalation
     return {
         "id": event.id,
-        "text": f"Slow: {event.summary()}",
+        # What, how unusual, what kind of time, how many were suppressed before it.
+        "text": event.headline(),
         "kind": event.kind,
         "endpoint": event.endpoint,
         "method": event.method,
@@ -52,6 +55,19 @@ def to_payload(event: SlowRequestEvent) -> dict[str, Any]:
             {"function": f.function, "location": f.location, "share": round(f.share, 3)}
             for f in event.hot_frames(5)
         ],
+        # What kind of time it was: database, outgoing HTTP, templates, app code...
+        "time_by_kind": [
+            {"kind": s.kind, "share": round(s.share, 3), "sources": list(s.sources)}
+            for s in event.time_by_kind
+        ],
+        # How long the endpoint usually takes (None until enough requests were sampled).
+        "usual": None
+        if usual is None
+        else {"median_seconds": usual.median, "p95_seconds": usual.p95},
+        # Slow requests of this endpoint the window suppressed since its previous alert.
+        "suppressed_since_previous_alert": event.suppressed,
+        # Set when it alerts again because it got markedly worse.
+        "escalated_from_seconds": None if escalation is None else escalation.previous_worst,
     }
 
 

@@ -282,7 +282,10 @@ def test_webhook_subscriber_posts_each_new_slow_request_once(
     assert payload["method"] == "GET"
     assert payload["status"] == 200
     assert payload["duration_seconds"] >= 0.2
-    assert payload["text"].startswith("Slow: GET report (200)")
+    assert payload["text"].startswith("Slow request: GET report (200)")
+    assert payload["suppressed_since_previous_alert"] == 0
+    assert payload["escalated_from_seconds"] is None and payload["usual"] is None
+    assert payload["time_by_kind"] and payload["time_by_kind"][0]["kind"]
     assert headers["Idempotency-Key"] == payload["id"]
     assert headers["Content-Type"] == "application/json"
 

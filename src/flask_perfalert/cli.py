@@ -277,6 +277,7 @@ _STAT_LABELS = [
     ("slow", "slow"),
     ("alerted", "alerted"),
     ("suppressed", "suppressed (duplicates in the window)"),
+    ("escalated", "alerted again, getting worse"),
     ("reports_written", "file reports written"),
     ("report_failures", "file reports not written"),
     ("delivered", "Mattermost posts made"),
@@ -352,8 +353,10 @@ def stats_command(as_json: bool) -> None:
     scope, data = collect_stats(ext)
     own_process = scope == "this process"
     mattermost = ext._monitor().mattermost_alerts
+    keys = ext._monitor().store.key_states()
     if as_json:
         out = {**data, "scope": scope, "pid": os.getpid() if own_process else None}
+        out["keys"] = {key: state._asdict() for key, state in keys.items()}
         if mattermost is not None:
             out.update(mattermost.backlog_figures())
         click.echo(json.dumps(out, indent=2, default=str))
@@ -377,9 +380,32 @@ def stats_command(as_json: bool) -> None:
         value = data.get(name)
         click.echo(f"{label:<{width}}  {'?' if value is None else value}")
     click.echo(f"{'estimated overhead':<{width}}  {_overhead(data)}")
+    if keys:
+        click.echo()
+        _echo_keys(keys)
     if mattermost is not None:
         click.echo()
         click.echo(mattermost.backlog())
+
+
+#: Endpoints listed at most by ``stats``, the most suppressed first.
+STATS_KEYS = 20
+
+
+def _echo_keys(keys: dict[str, Any]) -> None:
+    """Each endpoint's alerts and the slow requests the window suppressed, every worker's."""
+    ranked = sorted(keys.items(), key=lambda item: (-item[1].suppressed, -item[1].alerts))
+    rows = [
+        (printable(key), str(s.alerts), str(s.suppressed), str(s.since), f"{s.worst:.3f} s")
+        for key, s in ranked[:STATS_KEYS]
+    ]
+    heads = ("ENDPOINT", "ALERTS", "SUPPRESSED", "SINCE LAST ALERT", "WORST ALERTED")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+    shown = f" ({STATS_KEYS} of {len(keys)})" if len(keys) > STATS_KEYS else ""
+    click.echo(f"By endpoint, within the alert window{shown}:")
+    click.echo("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 # -- check -----------------------------------------------------------------------------

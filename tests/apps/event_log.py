@@ -33,6 +33,13 @@ def log_events(app: Flask, path: str | None) -> None:
             "note": event.profile_note,
             "hot": [frame.function for frame in event.hot_frames(3)],
             "functions": call_tree_functions(event),
+            "duration": event.duration,
+            "duplicate": event.duplicate,
+            "suppressed": event.suppressed,
+            "escalated_from": (
+                None if event.escalation is None else event.escalation.previous_worst
+            ),
+            "usual": None if event.usual is None else list(event.usual.__dict__.values()),
         }
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:

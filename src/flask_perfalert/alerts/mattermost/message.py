@@ -91,11 +91,20 @@ def format_message(event: SlowRequestEvent, *, test: bool = False) -> str:
         heading = (
             "#### :white_check_mark: Flask-PerfAlert test alert: delivery to this channel works"
         )
+    elif event.escalation is not None:
+        what_kind = f"{code(event.method, 16)} {what}" if event.kind == "request" else what
+        heading = f"#### :chart_with_upwards_trend: Getting worse: {what_kind} took {duration}"
     elif event.kind == "request":
         heading = f"#### :hourglass: Slow request: {code(event.method, 16)} {what} took {duration}"
     else:
         heading = f"#### :hourglass: Slow function: {what} took {duration}"
     lines = [heading]
+    if event.escalation is not None:
+        previous = event.escalation.previous_worst
+        lines.append(
+            f"**Getting worse:** {event.duration / previous:.1f} × the worst alerted so far in "
+            f"the window ({previous:.3f} s)"
+        )
     if event.kind == "request":
         lines.append(f"**Endpoint:** {what} · **Method:** {code(event.method, 16)}")
         lines.append(f"**URL:** {code(event.url, 400)}")
@@ -107,6 +116,16 @@ def format_message(event: SlowRequestEvent, *, test: bool = False) -> str:
         f"**Duration:** {event.duration:.3f} s against a threshold of {event.threshold:.3f} s "
         f"({_ratio(event.duration, event.threshold)})"
     )
+    if event.usual is not None:
+        lines.append(f"**Usual:** {event.unusual()}")
+    if event.time_by_kind:
+        lines.append(f"**Kind of time:** {code(event.time_summary(), 300)}")
+    if event.suppressed:
+        plural = "" if event.suppressed == 1 else "s"
+        lines.append(
+            f"**Since the previous alert:** {event.suppressed} more slow "
+            f"{'request' if event.kind == 'request' else 'call'}{plural}, not alerted"
+        )
     lines.append(f"**Time:** {event.timestamp.isoformat(timespec='seconds')}")
     lines.append(f"**Host:** {code(event.host, 80)} · **Process:** {event.pid}")
     frames = event.hot_frames(HOT_FRAMES)
