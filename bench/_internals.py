@@ -52,7 +52,7 @@ def state_sizes(app: Any) -> dict[str, Any]:
     ext = app.extensions.get("perfalert")
     if ext is None:
         return {}
-    inflight = _module("flask_perfalert.profiling.inflight")
+    inflight = _module("flask_perfalert.profiling.state", "flask_perfalert.profiling.inflight")
     sampler = _module("flask_perfalert._sampler")
     if inflight is not None:
         in_flight = len(inflight.ACTIVE)

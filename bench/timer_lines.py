@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from flask_perfalert.profiling.inflight import InFlight  # noqa: E402
 from flask_perfalert.profiling.sampler import Sampler  # noqa: E402
+from flask_perfalert.profiling.state import InFlight  # noqa: E402
 
 
 def _server_start_response(status: str, headers: Any, exc_info: Any = None) -> None:
@@ -40,7 +40,7 @@ def steps() -> dict[str, tuple[Callable[[int], None], Callable[[int], None]]]:
     environ: dict[str, Any] = {}
     state = object()
     sampler = Sampler(active={})
-    sampler.pid = os.getpid()  # as if started: the check is what every request pays
+    sampler.running = True  # as if started: the check is what every request pays
     ready = {get_ident()}
     start_response = _server_start_response
     headers: list[tuple[str, str]] = []
@@ -77,7 +77,7 @@ def steps() -> dict[str, tuple[Callable[[int], None], Callable[[int], None]]]:
 
     return {
         "the record: InFlight(...) / a tuple": (new_record, old_record),
-        "is the sampler running: .running (os.getpid()) / a set look-up": (new_check, old_check),
+        "is the sampler running: the .running flag / a set look-up": (new_check, old_check),
         "start_response: through InFlight.start_response / the server's": (
             new_start_response,
             old_start_response,
