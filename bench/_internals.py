@@ -31,9 +31,9 @@ def settle(timeout: float = 30.0) -> None:
     event ran in the response's ``close()``, and only file reports went to a
     worker thread.
     """
-    monitor = _module("flask_perfalert.monitor")
-    if monitor is not None:
-        monitor.EVENTS.wait_idle(timeout)
+    events = _module("flask_perfalert.events_thread", "flask_perfalert.monitor")
+    if events is not None:
+        events.EVENTS.wait_idle(timeout)
     delivery = _module("flask_perfalert._delivery")
     if delivery is not None and hasattr(delivery, "DELIVERY"):
         delivery.DELIVERY.wait_idle(timeout)

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
-from flask_perfalert.monitor import EVENTS
+from flask_perfalert.events_thread import EVENTS
 from flask_perfalert.profiling.sampler import SAMPLER
 
 

@@ -21,7 +21,7 @@ from mattermost_standin import MattermostStandIn
 from flask_perfalert import PerfAlert
 from flask_perfalert.alerts import mattermost as mm
 from flask_perfalert.alerts.mattermost import WORKER
-from flask_perfalert.monitor import EVENTS
+from flask_perfalert.events_thread import EVENTS
 
 
 def busy(seconds: float) -> None:

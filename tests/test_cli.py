@@ -209,7 +209,7 @@ def test_reports_open_starts_the_browser_on_the_newest(tmp_path: Path) -> None:
     }
     make = (
         "import app, time\n"
-        "from flask_perfalert.monitor import EVENTS\n"
+        "from flask_perfalert.events_thread import EVENTS\n"
         "c = app.app.test_client()\n"
         "for path in ('/a', '/b'):\n"
         "    c.get(path, buffered=True).close()\n"

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
 from flask_perfalert import PerfAlert, PerfAlertSettings, SlowRequestEvent, perf_slow_request
-from flask_perfalert.monitor import EVENTS
+from flask_perfalert.events_thread import EVENTS
 from flask_perfalert.settings import PREFIX, load_settings
 
 FUZZ = settings(

@@ -108,7 +108,7 @@ def context_counts(app: Flask, requests: int) -> dict[str, int]:
         client = app.test_client()
         for _ in range(requests):  # closed after reading, as a server does
             assert client.get("/slow", buffered=True).status_code == 200
-        from flask_perfalert.monitor import EVENTS
+        from flask_perfalert.events_thread import EVENTS
 
         assert EVENTS.wait_idle(10)
     return counts

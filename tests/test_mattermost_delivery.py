@@ -35,7 +35,7 @@ from flask_perfalert.alerts.mattermost import WORKER
 from flask_perfalert.alerts.mattermost.address import parse_server_url
 from flask_perfalert.alerts.mattermost.client import MattermostClient
 from flask_perfalert.alerts.mattermost.worker import MattermostWorker
-from flask_perfalert.monitor import EVENTS
+from flask_perfalert.events_thread import EVENTS
 
 HERE = Path(__file__).parent
 
@@ -513,7 +513,7 @@ import os, sys, threading, time
 from flask import Flask
 from flask_perfalert import PerfAlert
 from flask_perfalert.alerts.mattermost.worker import WORKER
-from flask_perfalert.monitor import EVENTS
+from flask_perfalert.events_thread import EVENTS
 app = Flask("threads")
 app.config.update(
     PERFALERT_FILE_DIR={reports!r}, PERFALERT_THRESHOLD_SECONDS=0.05,

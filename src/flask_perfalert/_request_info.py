@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from flask import Request
+from flask import Flask, Request
 from werkzeug.exceptions import SecurityError
 
 from ._logging import logger
@@ -249,3 +249,18 @@ def _json_items(parsed: Any) -> list[tuple[str, Any]]:
     if isinstance(parsed, dict):
         return list(itertools.islice(parsed.items(), MAX_ITEMS + 1))
     return [("[json]", parsed)]
+
+
+def request_from_environ(app: Flask, environ: dict[str, Any]) -> Request:
+    """A request rebuilt from the environ, for a slow request never seen while running.
+
+    Shallow: the body is not read again. The endpoint is matched afresh.
+    """
+    request: Request = app.request_class(environ, populate_request=False, shallow=True)
+    try:
+        adapter = app.url_map.bind_to_environ(environ, server_name=app.config["SERVER_NAME"])
+        rule, args = adapter.match(return_rule=True)
+        request.url_rule, request.view_args = rule, dict(args)
+    except Exception:
+        pass  # unmatched (404, 405): no endpoint
+    return request

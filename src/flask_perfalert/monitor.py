@@ -13,7 +13,6 @@ returns. No app or request context is pushed: receivers get the app as
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import socket
@@ -24,14 +23,14 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from flask import Flask, Request
+from flask import Flask
 
 from ._redaction import Redactor
-from ._request_info import RequestInfo, describe_request
+from ._request_info import RequestInfo, describe_request, request_from_environ
 from ._routes import resolve_thresholds, warn_unmatched_settings
-from .alerts.delivery import DeliveryWorker
 from .alerts.file import FileAlerts
 from .events import Escalation, SlowRequestEvent
+from .events_thread import EVENTS, Job, Once
 from .latency import MAX_PENDING, SAMPLE_MASK, LatencyBook, UsualLatency
 from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
 from .profiling.state import InFlight, TimerState
@@ -187,7 +186,8 @@ class AppMonitor:
         if app.testing:
             self.routes_known(app)
         else:
-            EVENTS.submit(_RoutesKnown(self, app))
+            check = partial(self.routes_known, app)
+            EVENTS.submit(Job("the check of the settings against the routes", check, False))
 
     def threshold_for(self, endpoint: str | None) -> float:
         if endpoint is None:
@@ -208,9 +208,10 @@ class AppMonitor:
             self.handle(record, end)
             return
         if body is None:
-            EVENTS.submit(_Finished(self, record, end))
+            EVENTS.submit(Job(_what(record), partial(self.handle, record, end)))
             return
-        hand_on = _HandOn(self, record, end)
+        job = Job(_what(record), partial(self.handle, record, end))
+        hand_on = Once(partial(EVENTS.submit, job))
         # The server closes the response after sending it; or nobody does, and it is
         # handed on at the next safe point after it was discarded.
         body._callbacks.append(when_closed(body, hand_on, partial(later, hand_on)))
@@ -252,7 +253,7 @@ class AppMonitor:
         request = extras.request if extras is not None else None
         if request is None:
             assert record.environ is not None
-            request = _request_from_environ(app, record.environ)
+            request = request_from_environ(app, record.environ)
         if not self.routes_checked:  # an app whose first request came after the sampler's
             self.routes_known(app)
         rule = getattr(request, "url_rule", None)
@@ -346,7 +347,8 @@ class AppMonitor:
             self._signal(app, event, won)
 
     def _decided_later(self, app: Flask, event: SlowRequestEvent, won: bool) -> None:
-        EVENTS.submit(_Signal(self, app, event, won))
+        signal = partial(self._signal, app, event, won)
+        EVENTS.submit(Job(f"the alert of {event.summary()}", signal))
 
     def _signal(self, app: Flask, event: SlowRequestEvent, won: bool) -> None:
         # The first of the window alerts; a later one alerts again when it got markedly
@@ -380,7 +382,7 @@ class AppMonitor:
         if app is not None and app.testing:
             self.flush_now()
         else:
-            EVENTS.submit(_Flush(self))
+            EVENTS.submit(Job("the counters and latencies", self.flush_now, False))
 
     def flush_now(self) -> None:
         """Count the sampled latencies and send the counters (on the events thread)."""
@@ -414,126 +416,8 @@ class AppMonitor:
             return True
 
 
-class _HandOn:
-    """Hands a slow request on once its response was closed, or discarded unclosed."""
-
-    __slots__ = ("monitor", "record", "end", "_once")
-
-    def __init__(self, monitor: AppMonitor, record: InFlight, end: float) -> None:
-        self.monitor = monitor
-        self.record = record
-        self.end = end
-        self._once = [True]
-
-    def __call__(self) -> None:
-        try:
-            self._once.pop()  # atomic: whichever comes first, close or discard
-        except IndexError:
-            return
-        EVENTS.submit(_Finished(self.monitor, self.record, self.end))
-
-
-class _Signal:
-    """A job of the events thread: a claim the store held has been decided."""
-
-    def __init__(self, monitor: AppMonitor, app: Flask, event: SlowRequestEvent, won: bool) -> None:
-        self.monitor = monitor
-        self.app = app
-        self.event = event
-        self.won = won
-        self.description = f"the alert of {event.summary()}"
-
-    def run(self) -> None:
-        self.monitor._signal(self.app, self.event, self.won)
-
-    def abandon(self, reason: str) -> None:
-        logger.warning("The event of %s was not sent: %s.", self.event.summary(), reason)
-
-
-class _Flush:
-    """A job of the events thread: send the counts and samples of one app."""
-
-    description = "the counters and latencies"
-
-    def __init__(self, monitor: AppMonitor) -> None:
-        self.monitor = monitor
-
-    def run(self) -> None:
-        self.monitor.flush_now()
-
-    def abandon(self, reason: str) -> None:
-        pass  # the counters are sent at exit by their own flush
-
-
-class _RoutesKnown:
-    """A job of the events thread: the routes are complete, check the settings."""
-
-    description = "the check of the settings against the routes"
-
-    def __init__(self, monitor: AppMonitor, app: Flask) -> None:
-        self.monitor = monitor
-        self.app = app
-
-    def run(self) -> None:
-        self.monitor.routes_known(self.app)
-
-    def abandon(self, reason: str) -> None:
-        pass
-
-
-class _Finished:
-    """A job of the events thread: finished work to turn into events."""
-
-    __slots__ = ("monitor", "record", "end", "description")
-
-    def __init__(self, monitor: AppMonitor, record: InFlight, end: float) -> None:
-        self.monitor = monitor
-        self.record = record
-        self.end = end
-        self.description = _what(record)
-
-    def run(self) -> None:
-        self.monitor.handle(self.record, self.end)
-
-    def abandon(self, reason: str) -> None:
-        logger.warning("The event of %s was not sent: %s.", self.description, reason)
-
-
 def _what(record: InFlight) -> str:
     if record.call is not None:
         return f"a call of {record.call.name}"
     environ = record.environ or {}
     return f"the request {environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')!r}"
-
-
-def _request_from_environ(app: Flask, environ: dict[str, Any]) -> Request:
-    """A request rebuilt from the environ, for a slow request never seen while running.
-
-    Shallow: the body is not read again. The endpoint is matched afresh.
-    """
-    request = app.request_class(environ, populate_request=False, shallow=True)
-    try:
-        adapter = app.url_map.bind_to_environ(environ, server_name=app.config["SERVER_NAME"])
-        rule, args = adapter.match(return_rule=True)
-        request.url_rule, request.view_args = rule, dict(args)
-    except Exception:
-        pass  # unmatched (404, 405): no endpoint
-    return request
-
-
-class EventsWorker(DeliveryWorker):
-    thread_name = "flask-perfalert-events"
-
-    def _start(self) -> None:
-        starting = self._thread is None
-        super()._start()
-        if starting:
-            # At exit, atexit runs the last registered first: registered now, after
-            # the subscribers' workers were made (at init_app), the events still
-            # queued are handled before those workers stop taking jobs.
-            atexit.register(self.shutdown)
-
-
-#: The events thread of this process, shared by every app: started with the first
-#: slow request, again in a forked child; at exit, queued events get a bounded time.
-EVENTS = EventsWorker()

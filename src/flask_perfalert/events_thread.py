@@ -1,0 +1,66 @@
+"""The events thread: where slow work becomes events, once its response has been sent.
+
+One thread per process, shared by every app, started with the first job and
+again in a forked child. The request thread only hands work over (a queue
+put); building the event, the store's claim, the signal and the subscribers'
+disk work all run here. At exit, queued jobs get a bounded time.
+"""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Callable
+from typing import Any
+
+from ._logging import logger
+from .alerts.delivery import DeliveryWorker
+
+
+class Job:
+    """Work for the events thread: what it is (for logs), and what to run."""
+
+    __slots__ = ("description", "run", "_report_loss")
+
+    def __init__(self, description: str, run: Callable[[], Any], report_loss: bool = True) -> None:
+        self.description = description
+        self.run = run
+        self._report_loss = report_loss
+
+    def abandon(self, reason: str) -> None:
+        """The job will not run (the queue is full, the process exits)."""
+        if self._report_loss:
+            logger.warning("The event of %s was not sent: %s.", self.description, reason)
+
+
+class Once:
+    """Calls ``work`` the first time it is called, from whichever thread comes first."""
+
+    __slots__ = ("work", "_once")
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self.work = work
+        self._once = [True]
+
+    def __call__(self) -> None:
+        try:
+            self._once.pop()  # atomic: the first caller takes it
+        except IndexError:
+            return
+        self.work()
+
+
+class EventsWorker(DeliveryWorker):
+    thread_name = "flask-perfalert-events"
+
+    def _start(self) -> None:
+        starting = self._thread is None
+        super()._start()
+        if starting:
+            # At exit, atexit runs the last registered first: registered now, after
+            # the subscribers' workers were made (at init_app), the events still
+            # queued are handled before those workers stop taking jobs.
+            atexit.register(self.shutdown)
+
+
+#: The events thread of this process.
+EVENTS = EventsWorker()
