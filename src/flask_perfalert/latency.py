@@ -104,12 +104,6 @@ def usual(counts: Mapping[int, int]) -> UsualLatency | None:
     return UsualLatency(quantile(counts, 0.5), quantile(counts, 0.95), total)
 
 
-def merge(into: dict[int, int], counts: Mapping[int, int]) -> dict[int, int]:
-    for index, count in counts.items():
-        into[index] = into.get(index, 0) + int(count)
-    return into
-
-
 class EndpointCache:
     """``(method, path)`` -> endpoint, the last ``size`` seen (matching costs microseconds)."""
 

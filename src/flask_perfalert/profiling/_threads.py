@@ -14,7 +14,6 @@ import gc
 import itertools
 import operator
 import sys
-import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -54,15 +53,6 @@ class OSThreads:
             from greenlet import getcurrent
 
             self.current_greenlet = getcurrent
-
-
-def current_key() -> int:
-    """What tells apart the units of work running now: a thread, or a greenlet.
-
-    ``threading.get_ident`` is looked up at call time: under gevent it is the
-    patched one, which names the running greenlet.
-    """
-    return threading.get_ident()
 
 
 # -- sys._current_frames() ------------------------------------------------------------

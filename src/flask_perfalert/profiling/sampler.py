@@ -81,8 +81,7 @@ class Sampler:
         self.os: OSThreads | None = None
         #: Held while the thread sleeps; released to wake it early (new settings).
         self._wakeup: Any = None
-        #: Seconds spent sampling, and since when, for overhead control and stats.
-        self.cpu_seconds = 0.0
+        #: Samples taken, and the time spent sampling, for overhead control and stats.
         self.samples_taken = 0
         self.backed_off = False
         self._window_start = self.clock()
@@ -190,7 +189,6 @@ class Sampler:
         if sampled:
             self._next_sample = now + self.interval
         cost = self.clock() - now
-        self.cpu_seconds += cost
         # Each app's counters carry the share of the sampler's time spent on its work.
         for stats in sampled:
             stats.sampler_seconds += cost / len(sampled)

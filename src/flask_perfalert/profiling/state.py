@@ -192,7 +192,7 @@ class InFlight:
     ) -> None:
         #: ``perf_counter()`` when the work started.
         self.start = start
-        #: The thread (or greenlet, see ``_threads.current_key``) doing the work.
+        #: The thread doing the work (under gevent, the greenlet: ``threading.get_ident``).
         self.thread = thread
         #: The monitored app's measuring settings and counters.
         self.timer = timer
