@@ -231,7 +231,8 @@ def test_reports_open_starts_the_browser_on_the_newest(tmp_path: Path) -> None:
 
 
 def stats_rows(output: str) -> dict[str, str]:
-    table = output.split("\n\n", 1)[1]
+    """The counters' table: after the heading, up to the next blank line (By endpoint)."""
+    table = output.split("\n\n")[1]
     return dict(re.split(r"\s{2,}", line, maxsplit=1) for line in table.splitlines() if line)
 
 
