@@ -8,10 +8,8 @@ A command that cannot do what it was asked exits with a non-zero status
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import os
-import re
 import tempfile
 import time
 import webbrowser
@@ -29,6 +27,7 @@ from ._redaction import printable
 from ._routes import unmatched_settings
 from .events import SlowRequestEvent
 from .profiling.policy import ProfileResult
+from .report_meta import read_report_info
 from .settings import PREFIX
 from .storage.base import WORKERS_RECENT
 
@@ -156,49 +155,6 @@ def _echo_settings(rows: list[dict[str, Any]]) -> None:
 
 # -- reports ---------------------------------------------------------------------------
 
-_META = re.compile(r'<meta name="perfalert-([a-z]+)" content="([^"]*)">')
-_NAME_TIME = re.compile(r"^perfalert-(\d{8}T\d{6}\.\d{6})Z-")
-#: A report's <meta> tags are in its first bytes (see report.render_meta).
-_HEAD_BYTES = 8192
-
-
-def read_report_info(path: Path) -> dict[str, Any]:
-    """Time, endpoint and duration of one report, from its head (or its file name)."""
-    info: dict[str, Any] = {"path": str(path), "time": None, "endpoint": None, "duration": None}
-    match = _NAME_TIME.match(path.name)
-    if match:
-        stamp = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%f")
-        info["time"] = stamp.replace(tzinfo=timezone.utc).isoformat(timespec="milliseconds")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(_HEAD_BYTES).decode("utf-8", "replace")
-    except OSError:
-        return info
-    meta = {name: html.unescape(value) for name, value in _META.findall(head)}
-    if meta.get("time"):
-        info["time"] = meta["time"]
-    what = meta.get("endpoint") or None
-    if meta.get("kind") == "function" and what:
-        what += "()"
-    elif meta.get("method"):
-        what = f"{meta['method']} {what or '(no endpoint)'}"
-    info["endpoint"] = what
-    try:
-        info["duration"] = float(meta["duration"])
-    except (KeyError, ValueError):
-        pass
-    return info
-
-
-def _short_time(iso: str | None) -> str:
-    if not iso:
-        return "?"
-    try:
-        stamp = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    return stamp.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
 
 def _file_alerts() -> Any:
     monitor = _extension()._monitor()
@@ -234,7 +190,7 @@ def reports_command(limit: int, open_newest: bool, as_json: bool) -> None:
     paths = alerts.reports()
     infos = [read_report_info(path) for path in paths[:limit]]
     if as_json:
-        click.echo(json.dumps(infos, indent=2))
+        click.echo(json.dumps([info.as_json() for info in infos], indent=2))
     elif not infos:
         where = alerts.folder
         state = "" if where.is_dir() else " (the folder does not exist yet)"
@@ -245,10 +201,10 @@ def reports_command(limit: int, open_newest: bool, as_json: bool) -> None:
         # Endpoint names are the app's, and may hold anything: one line each.
         cells = [
             (
-                _short_time(i["time"]),
-                printable(i["endpoint"] or "?"),
-                "?" if i["duration"] is None else f"{i['duration']:.3f} s",
-                printable(i["path"]),
+                i.short_time(),
+                printable(i.what() or "?"),
+                "?" if i.duration is None else f"{i.duration:.3f} s",
+                printable(str(i.path)),
             )
             for i in infos
         ]
