@@ -78,7 +78,7 @@ HEAD_BYTES = 8192
 #: The endpoint and URL in the meta tags are cut so that every tag fits in HEAD_BYTES.
 META_ENDPOINT_CHARS = 1024
 META_URL_CHARS = 512
-_META = re.compile(r'<meta name="perfalert-([a-z-]+)" content="([^"]*)">')
+_META = re.compile(r'<meta name="perfalert-([a-z0-9-]+)" content="([^"]*)">')
 _NAME_TIME = re.compile(r"^perfalert-(\d{8}T\d{6}\.\d{6})Z-")
 
 
