@@ -317,16 +317,27 @@ def test_the_index_has_no_external_asset_and_runs_no_script(
     assert hrefs and all(report_dir.joinpath(href).is_file() for href in hrefs)
 
 
+@pytest.mark.parametrize("planted", ["file", "link"])
 def test_an_index_html_of_someone_else_is_left_alone(
-    app: Flask, report_dir: Path, wait_delivery: Any, caplog: pytest.LogCaptureFixture
+    app: Flask,
+    report_dir: Path,
+    tmp_path: Path,
+    wait_delivery: Any,
+    caplog: pytest.LogCaptureFixture,
+    planted: str,
 ) -> None:
     report_dir.mkdir(mode=0o700)
     theirs = report_dir / "index.html"
-    theirs.write_text("<h1>Our team's own page</h1>")
+    if planted == "file":
+        theirs.write_text("<h1>Our team's own page</h1>")
+    else:
+        (tmp_path / "elsewhere.html").write_text("<h1>Our team's own page</h1>")
+        theirs.symlink_to(tmp_path / "elsewhere.html")
     slow_views(app)
     app.test_client().get("/orders/1")
     wait_delivery()
     assert theirs.read_text() == "<h1>Our team's own page</h1>"
+    assert theirs.is_symlink() == (planted == "link")
     assert len(list(report_dir.glob("perfalert-*.html"))) == 1  # the report itself is there
     [warning] = [r for r in caplog.records if "report index" in r.getMessage()]
     assert warning.levelno == logging.WARNING

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
+from typing import NamedTuple
 
 from .._redaction import printable
 from ..report_meta import ReportInfo
@@ -98,25 +99,41 @@ class EndpointRow:
         return sum(self.counts)
 
 
+class Slow(NamedTuple):
+    """What one report adds to the chart."""
+
+    #: ``GET orders.show`` or ``shop.jobs.nightly()``.
+    endpoint: str
+    #: When (epoch seconds).
+    when: float
+    #: Slow requests: the alert itself and those suppressed before it.
+    slow: int
+
+
+def slow_of(info: ReportInfo) -> Slow | None:
+    """What the report ``info`` adds to the chart; None when it does not say when it was."""
+    if info.time is None:
+        return None
+    return Slow(info.what() or "(unknown)", info.time.timestamp(), 1 + info.suppressed)
+
+
 def slow_per_endpoint(
-    infos: Iterable[ReportInfo], now: float, window: float
+    points: Iterable[Slow | None], now: float, window: float
 ) -> tuple[Buckets, list[EndpointRow]]:
     """Every endpoint with slow requests in the window (busiest first), and the periods."""
     buckets = Buckets.for_window(now, window)
     rows: dict[str, EndpointRow] = {}
     begin = now - window
-    for info in infos:
-        if info.time is None:
+    for point in points:
+        if point is None or point.when < begin:
             continue
-        when = info.time.timestamp()
-        index = buckets.index(when) if when >= begin else None
+        index = buckets.index(point.when)
         if index is None:
             continue
-        name = info.what() or "(unknown)"
-        row = rows.get(name)
+        row = rows.get(point.endpoint)
         if row is None:
-            row = rows[name] = EndpointRow(name, [0] * buckets.count)
-        row.counts[index] += 1 + info.suppressed
+            row = rows[point.endpoint] = EndpointRow(point.endpoint, [0] * buckets.count)
+        row.counts[index] += point.slow
     ranked = sorted(rows.values(), key=lambda row: (-row.total, row.name))
     return buckets, ranked
 
@@ -130,10 +147,10 @@ def _plural(count: int, word: str) -> str:
 
 
 def render_chart(
-    infos: Iterable[ReportInfo], now: float, window: float, top: int = TOP_ENDPOINTS
+    points: Iterable[Slow | None], now: float, window: float, top: int = TOP_ENDPOINTS
 ) -> str:
-    """The ``<figure>`` with the SVG chart (or a line saying there is nothing to draw)."""
-    buckets, rows = slow_per_endpoint(infos, now, window)
+    """The SVG chart of ``points`` (see :func:`slow_of`), or a line saying there is none."""
+    buckets, rows = slow_per_endpoint(points, now, window)
     if not rows:
         return '<p class="none" id="perfalert-chart">No slow requests in the window.</p>'
     shown, rest = rows[:top], rows[top:]

@@ -20,6 +20,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,14 +118,19 @@ class FileAlerts:
 
     def reports(self) -> list[Path]:
         """This extension's reports in the folder, newest first."""
+        return [self.folder / entry.name for entry in self._entries()]
+
+    def _entries(self) -> list[os.DirEntry[str]]:
+        # Names from one scandir, no Path per file: the folder may hold 100,000 reports.
         try:
-            entries = [p for p in self.folder.iterdir() if is_report_name(p.name)]
+            with os.scandir(self.folder) as found:
+                entries = [entry for entry in found if is_report_name(entry.name)]
         except (OSError, ValueError):
             return []
-        return sorted(entries, key=lambda p: p.name, reverse=True)
+        return sorted(entries, key=attrgetter("name"), reverse=True)
 
-    def prune(self) -> list[Path]:
-        """Remove old reports, then rewrite the index; the reports kept, newest first.
+    def prune(self) -> None:
+        """Remove old reports, then rewrite the index.
 
         Runs after each report is written. Reports beyond ``FILE_MAX_FILES`` and
         older than ``FILE_MAX_AGE_DAYS`` go. Only regular files named like this
@@ -133,6 +139,10 @@ class FileAlerts:
         of processes sharing the folder, the last to write the index lists every
         report.
         """
+        if not self.index.warm:
+            # A new process reads every report's head once: not while it holds the
+            # folder, which the other processes are waiting for.
+            self.index.learn([entry.name for entry in self._entries()])
         with folder_lock(self.folder):
             kept = self._prune()
             try:
@@ -142,7 +152,6 @@ class FileAlerts:
                 self.index_warning.warn(
                     "Could not write the report index in %s: %s", self.folder, exc
                 )
-        return kept
 
     def write_index(self) -> Path:
         """Rewrite ``index.html`` from the reports in the folder, removing none.
@@ -150,7 +159,7 @@ class FileAlerts:
         Raises OSError when it cannot be written.
         """
         with folder_lock(self.folder):
-            kept = [path for path in self.reports() if _regular(path)]
+            kept = [entry.name for entry in self._entries() if _regular(entry)]
             return self.index.write(kept)
 
     def named(self, name: str) -> Path:
@@ -177,26 +186,27 @@ class FileAlerts:
             raise ValueError(f"There is no report {path.name} in {folder}.")
         return path
 
-    def _prune(self) -> list[Path]:
+    def _prune(self) -> list[str]:
+        """Remove what is too many or too old; the names of the reports kept, newest first."""
         now = time.time()
-        kept: list[Path] = []
-        for path in self.reports():
+        kept: list[str] = []
+        for entry in self._entries():
             try:
-                info = path.lstat()
+                info = entry.stat(follow_symlinks=False)
                 if not stat.S_ISREG(info.st_mode):
                     continue
                 if len(kept) >= self.max_files or now - info.st_mtime > self.max_age:
-                    path.unlink()
+                    os.unlink(entry.path)
                 else:
-                    kept.append(path)
+                    kept.append(entry.name)
             except OSError:
                 continue
         remove_stale_temps(self.folder, _OWN_TEMP)
         return kept
 
 
-def _regular(path: Path) -> bool:
+def _regular(entry: os.DirEntry[str] | Path) -> bool:
     try:
-        return stat.S_ISREG(path.lstat().st_mode)
+        return stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode)
     except OSError:
         return False

@@ -19,15 +19,16 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from .._files import write_atomic
 from ..report_meta import ReportInfo, read_report_info, seconds_text
-from .chart import render_chart, safe_text
+from .chart import Slow, render_chart, safe_text, slow_of
 
 INDEX_NAME = "index.html"
 #: Marks an index this module wrote (in its first bytes): only such a file is replaced.
@@ -60,6 +61,7 @@ td.esc {{ color: #c23030; }}
 a {{ color: #1a5fb4; }}
 </style></head><body>
 """
+_TAIL = "</body></html>\n"
 
 _COLUMNS = (
     "Time (UTC)",
@@ -108,33 +110,49 @@ def render_row(info: ReportInfo) -> str:
     )
 
 
-def render_index(
-    infos: list[ReportInfo], now: float, window: float, rows: Iterable[str] | None = None
-) -> str:
-    """The whole page; ``rows`` are the table's rows if already rendered (one per info)."""
-    count = len(infos)
+class Entry(NamedTuple):
+    """What the index keeps of one report: read once, by file name."""
+
+    info: ReportInfo
+    #: Its row of the table, as written to the page.
+    row: bytes
+    chart: Slow | None
+
+    @classmethod
+    def read(cls, path: Path) -> Entry:
+        info = read_report_info(path)
+        return cls(info, render_row(info).encode("utf-8", "replace"), slow_of(info))
+
+
+def render_index(entries: list[Entry], now: float, window: float) -> bytes:
+    """The whole page, newest report first (``entries`` are in that order)."""
+    count = len(entries)
     title = f"Flask-PerfAlert: {count} slow request report{'' if count == 1 else 's'}"
     updated = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    parts = [
+    top = [
         _HEAD.replace("TITLE", escape(title)),
         f"<h1>{escape(title)}</h1>",
         f'<p class="sub">Newest first. Updated {updated} UTC. Each link opens the report '
         "(the request, where the time went, and the call tree).</p>",
         f"<h2>Slow requests per endpoint, last {_window_text(window)} (the alert window)</h2>",
-        render_chart(infos, now, window),
+        render_chart((entry.chart for entry in entries), now, window),
         '<p class="note">Each report counts once, plus the slow requests of its endpoint '
         "that the window suppressed before it, on the report's own day.</p>",
         "<h2>Reports</h2>",
     ]
-    if not infos:
-        parts.append('<p class="none">No reports yet.</p>')
-    else:
-        head = "".join(f"<th>{name}</th>" for name in _COLUMNS)
-        parts.append(f'<table id="perfalert-reports"><thead><tr>{head}</tr></thead><tbody>\n')
-        parts.extend(rows if rows is not None else (render_row(info) for info in infos))
-        parts.append("</tbody></table>")
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    if not entries:
+        top.append('<p class="none">No reports yet.</p>')
+        return ("".join(top) + _TAIL).encode("utf-8", "replace")
+    head = "".join(f"<th>{name}</th>" for name in _COLUMNS)
+    top.append(f'<table id="perfalert-reports"><thead><tr>{head}</tr></thead><tbody>\n')
+    # Bytes joined as they are: at 100,000 reports the table is tens of megabytes.
+    return b"".join(
+        [
+            "".join(top).encode("utf-8", "replace"),
+            *(entry.row for entry in entries),
+            ("</tbody></table>" + _TAIL).encode(),
+        ]
+    )
 
 
 class NotOurIndex(OSError):
@@ -156,51 +174,52 @@ class ReportIndex:
         self.window = window
         self.temp_prefix = temp_prefix
         self.clock = clock
-        #: File name -> what the report says, and its rendered row.
-        self._known: dict[str, tuple[ReportInfo, str]] = {}
+        self._known: dict[str, Entry] = {}
+        self._warm = False
         self._lock = threading.Lock()
 
     @property
     def path(self) -> Path:
         return self.folder / INDEX_NAME
 
-    def write(self, reports: list[Path]) -> Path:
-        """Write the index of ``reports`` (newest first); raises OSError when it cannot.
+    @property
+    def warm(self) -> bool:
+        """Whether the reports' heads were read already (by an earlier write or :meth:`learn`)."""
+        return self._warm
 
-        The caller holds the folder's lock and listed ``reports`` under it.
-        """
+    def learn(self, names: list[str]) -> list[Entry]:
+        """The entries of the reports ``names``: each read once, then kept while listed."""
         with self._lock:
-            known = self._read(reports)
-            infos = [info for info, _ in known]
-            page = render_index(infos, self.clock(), self.window, [row for _, row in known])
-            path = self.folder.resolve() / INDEX_NAME
-            self._check_ours(path)
-            write_atomic(path, page.encode("utf-8", "replace"), temp_prefix=self.temp_prefix)
-            return path
+            previous = self._known
+            fresh = {name: previous.get(name) or Entry.read(self.folder / name) for name in names}
+            # A report whose head could not be read is read again next time.
+            self._known = {name: entry for name, entry in fresh.items() if entry.info.kind}
+            self._warm = True
+            return list(fresh.values())
 
-    def _read(self, reports: list[Path]) -> list[tuple[ReportInfo, str]]:
-        """Each report's info and row: read once, then kept (only for the reports listed)."""
-        previous = self._known
-        fresh: dict[str, tuple[ReportInfo, str]] = {}
-        for path in reports:
-            entry = previous.get(path.name)
-            if entry is None:
-                info = read_report_info(path)
-                entry = (info, render_row(info))
-            fresh[path.name] = entry
-        # A report whose head could not be read is read again next time.
-        self._known = {name: entry for name, entry in fresh.items() if entry[0].kind}
-        return list(fresh.values())
+    def write(self, names: list[str]) -> Path:
+        """Write the index of the reports ``names`` (newest first); raises OSError if it cannot.
+
+        The caller holds the folder's lock and listed the reports under it.
+        """
+        entries = self.learn(names)
+        page = render_index(entries, self.clock(), self.window)
+        path = self.folder.resolve() / INDEX_NAME
+        self._check_ours(path)
+        write_atomic(path, page, temp_prefix=self.temp_prefix)
+        return path
 
     @staticmethod
     def _check_ours(path: Path) -> None:
+        """Raise NotOurIndex unless ``path`` is missing or an index this module wrote."""
+        advice = "it is left alone (move it, or set PERFALERT_FILE_DIR to a folder of its own)"
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return
-        except OSError as exc:
+        except OSError as exc:  # a link (never followed), or not readable
             raise NotOurIndex(
-                f"{path} exists and is not an index this extension wrote ({exc}); it is left alone"
+                f"{path} is not an index this extension wrote ({exc.strerror}); {advice}"
             ) from exc
         try:
             regular = stat.S_ISREG(os.fstat(fd).st_mode)
@@ -208,7 +227,4 @@ class ReportIndex:
         finally:
             os.close(fd)
         if _GENERATOR.encode() not in head:
-            raise NotOurIndex(
-                f"{path} is not an index this extension wrote; it is left alone "
-                "(move it, or set PERFALERT_FILE_DIR to a folder of its own)"
-            )
+            raise NotOurIndex(f"{path} is not an index this extension wrote; {advice}")
