@@ -34,8 +34,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from flask_perfalert import SlowRequestEvent, UsualLatency
 from flask_perfalert.alerts.file import FileAlerts, report_name
-from flask_perfalert.events import SlowRequestEvent, UsualLatency
 from flask_perfalert.report import render_report
 from flask_perfalert.settings import PerfAlertSettings
 from flask_perfalert.stats import Stats
@@ -107,29 +107,29 @@ def measure(count: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def table(result: dict[str, Any]) -> str:
-    def ms(value: float) -> str:
-        return f"{value * 1000:.1f} ms"
+#: Under the table: what its columns measure.
+NOTE = (
+    "first alert: a new process reads every report's head once; each later alert reads "
+    "only the new report's. Pruning (listing the folder) was paid before the index existed."
+)
 
-    lines = [
-        f"Report index: what one alert costs the file subscriber after writing its report "
-        f"(median of {result['rounds']} rounds; Python {result['python']}, {result['machine']})",
-        "",
-        f"{'reports':>9}{'first alert':>14}{'each later alert':>19}{'of which pruning':>19}"
-        f"{'index.html':>13}",
+
+def table(result: dict[str, Any]) -> str:
+    rows = [
+        f"{row['reports']:>9,}{row['first_alert_seconds'] * 1000:>11.1f} ms"
+        f"{row['later_alert_seconds'] * 1000:>16.1f} ms"
+        f"{row['pruning_alone_seconds'] * 1000:>16.1f} ms{row['index_bytes'] / 1e6:>10.2f} MB"
+        for row in result["rows"]
     ]
-    for row in result["rows"]:
-        lines.append(
-            f"{row['reports']:>9,}{ms(row['first_alert_seconds']):>14}"
-            f"{ms(row['later_alert_seconds']):>19}{ms(row['pruning_alone_seconds']):>19}"
-            f"{row['index_bytes'] / 1e6:>10.2f} MB"
-        )
-    lines.append("")
-    lines.append(
-        "first alert: a new process reads every report's head once; each later alert reads "
-        "only the new report's. Pruning (listing the folder) was paid before the index existed."
+    title = (
+        f"Report index: what one alert costs the file subscriber after writing its report "
+        f"(median of {result['rounds']} rounds; Python {result['python']}, {result['machine']})"
     )
-    return "\n".join(lines)
+    heads = (
+        f"{'reports':>9}{'first alert':>14}{'each later alert':>19}{'of which pruning':>19}"
+        f"{'index.html':>13}"
+    )
+    return "\n".join([title, "", heads, *rows, "", NOTE])
 
 
 def main(argv: list[str] | None = None) -> int:

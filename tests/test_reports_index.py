@@ -24,9 +24,15 @@ import pytest
 from browser import chromium
 from flask import Flask
 
-from flask_perfalert import PerfAlert, SlowRequestEvent
+from flask_perfalert import (
+    Escalation,
+    PerfAlert,
+    PerfAlertSettings,
+    SlowRequestEvent,
+    UsualLatency,
+)
 from flask_perfalert.alerts.file import FileAlerts
-from flask_perfalert.events import Escalation, UsualLatency
+from flask_perfalert.stats import Stats
 
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 HOSTILE_ENDPOINT = '<script>alert("e")</script>\'"><img src=x onerror=alert(1)>\x1b[31m\nx'
@@ -143,6 +149,19 @@ def file_alerts_of(perf: PerfAlert, app: Flask) -> FileAlerts:
     return alerts
 
 
+def alerted(
+    app: Flask, events: list[SlowRequestEvent], wait_delivery: Any, *paths: str
+) -> tuple[FileAlerts, list[SlowRequestEvent]]:
+    """The reports of real requests to ``paths`` (of :func:`slow_views`) and their subscriber."""
+    perf = slow_views(app)
+    client = app.test_client()
+    for path in paths:
+        client.get(path)
+    wait_delivery()
+    assert len(events) == len(paths)
+    return file_alerts_of(perf, app), list(events)
+
+
 def name_of(event: SlowRequestEvent) -> str:
     """The file name of the report the file subscriber wrote for ``event``."""
     assert event.report_path is not None
@@ -202,11 +221,7 @@ def test_index_lists_every_report_newest_first_rewritten_after_each(
 def test_index_says_how_unusual_whether_it_escalated_and_what_was_suppressed(
     app: Flask, events: list[SlowRequestEvent], report_dir: Path, wait_delivery: Any
 ) -> None:
-    perf = slow_views(app)
-    app.test_client().get("/orders/1")
-    wait_delivery()
-    [event] = events
-    alerts = file_alerts_of(perf, app)
+    alerts, [event] = alerted(app, events, wait_delivery, "/orders/1")
     later = event.timestamp + timedelta(seconds=1)
     alerts.write(
         variant(
@@ -236,15 +251,9 @@ def test_pruned_reports_leave_the_index(
     app: Flask, events: list[SlowRequestEvent], report_dir: Path, wait_delivery: Any
 ) -> None:
     app.config["PERFALERT_FILE_MAX_FILES"] = 2
-    perf = slow_views(app)
-    client = app.test_client()
-    client.get("/orders/1")
-    client.get("/gone")
-    wait_delivery()
-    first, second = events
+    alerts, (first, second) = alerted(app, events, wait_delivery, "/orders/1", "/gone")
     assert first.report_path is not None and second.report_path is not None
     # Reports by count: a third one pushes out the oldest.
-    alerts = file_alerts_of(perf, app)
     third = alerts.write(variant(first, timestamp=second.timestamp + timedelta(seconds=1)))
     assert third is not None
     assert not first.report_path.exists()
@@ -354,10 +363,7 @@ def test_workers_sharing_the_folder_leave_an_index_of_every_report(
 ) -> None:
     # Each worker has its own subscriber (and what it read of the reports); they
     # write at the same moments, and the index lists all of their reports.
-    slow_views(app)
-    app.test_client().get("/orders/1")
-    wait_delivery()
-    [event] = events
+    _, [event] = alerted(app, events, wait_delivery, "/orders/1")
     workers = []
     for number in range(4):
         worker = Flask(f"worker{number}")
@@ -387,11 +393,8 @@ def test_a_worker_that_listed_the_folder_first_does_not_drop_a_newer_report(
 ) -> None:
     # Worker A has listed the reports and is about to write the index when worker B
     # writes a report. Without a lock A's index, written last, would miss B's report.
-    perf = slow_views(app)
-    app.test_client().get("/orders/1")
-    wait_delivery()
-    [event] = events
-    monitor = perf._monitor(app)
+    alerts, [event] = alerted(app, events, wait_delivery, "/orders/1")
+    settings = PerfAlertSettings(file_dir=alerts.folder)
     a_listed = threading.Event()
     b_done = threading.Event()
 
@@ -400,8 +403,8 @@ def test_a_worker_that_listed_the_folder_first_does_not_drop_a_newer_report(
         b_done.wait(1.0)  # B cannot finish while A holds the folder: this times out
         return time.time()
 
-    worker_a = FileAlerts(monitor.settings, monitor.stats, clock=a_clock)
-    worker_b = FileAlerts(monitor.settings, monitor.stats)
+    worker_a = FileAlerts(settings, Stats(), clock=a_clock)
+    worker_b = FileAlerts(settings, Stats())
 
     def b() -> None:
         a_listed.wait(10)
@@ -424,13 +427,7 @@ def test_a_worker_that_listed_the_folder_first_does_not_drop_a_newer_report(
 def test_the_chart_counts_slow_requests_per_endpoint_and_day_over_the_window(
     app: Flask, events: list[SlowRequestEvent], report_dir: Path, wait_delivery: Any
 ) -> None:
-    perf = slow_views(app)
-    client = app.test_client()
-    client.get("/orders/1")
-    client.get("/gone")
-    wait_delivery()
-    orders, gone = events
-    alerts = file_alerts_of(perf, app)
+    alerts, (orders, gone) = alerted(app, events, wait_delivery, "/orders/1", "/gone")
     now = orders.timestamp
 
     def day(event_time: datetime) -> str:
@@ -465,12 +462,9 @@ def test_a_short_window_is_charted_by_the_hour(
     app: Flask, events: list[SlowRequestEvent], report_dir: Path, wait_delivery: Any
 ) -> None:
     app.config["PERFALERT_ALERT_WINDOW_DAYS"] = 1
-    perf = slow_views(app)
-    app.test_client().get("/orders/1")
-    wait_delivery()
-    [orders] = events
+    alerts, [orders] = alerted(app, events, wait_delivery, "/orders/1")
     earlier = orders.timestamp - timedelta(hours=5)
-    file_alerts_of(perf, app).write(variant(orders, timestamp=earlier))
+    alerts.write(variant(orders, timestamp=earlier))
     page = (report_dir / "index.html").read_text()
     [group] = IndexPage(page).groups
     hour = "%Y-%m-%d %H:00"
@@ -514,13 +508,7 @@ def test_the_index_in_headless_chromium(
     wait_delivery: Any,
     tmp_path: Path,
 ) -> None:
-    perf = slow_views(app)
-    client = app.test_client()
-    client.get("/orders/1")
-    client.get("/gone")
-    wait_delivery()
-    orders, gone = events
-    alerts = file_alerts_of(perf, app)
+    alerts, [orders, _] = alerted(app, events, wait_delivery, "/orders/1", "/gone")
     alerts.write(variant(orders, timestamp=orders.timestamp - timedelta(days=2), suppressed=3))
     index = report_dir / "index.html"
     page = index.read_text()
