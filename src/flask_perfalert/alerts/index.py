@@ -137,7 +137,8 @@ def render_index(entries: list[Entry], now: float, window: float) -> bytes:
         f"<h2>Slow requests per endpoint, last {_window_text(window)} (the alert window)</h2>",
         render_chart((entry.chart for entry in entries), now, window),
         '<p class="note">Each report counts once, plus the slow requests of its endpoint '
-        "that the window suppressed before it, on the report's own day.</p>",
+        "that the window suppressed before it, at the report's time. Hover a bar for its "
+        "count.</p>",
         "<h2>Reports</h2>",
     ]
     if not entries:
