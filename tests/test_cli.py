@@ -179,52 +179,119 @@ def test_reports_when_file_reports_are_off(app: Flask) -> None:
     assert "File reports are off" in result.output
 
 
-def test_reports_open_starts_the_browser_on_the_newest(tmp_path: Path) -> None:
-    # A real `flask` process; the browser is whatever $BROWSER names, here a
-    # script that records the address it was asked to open.
-    report_dir = tmp_path / "reports"
-    (tmp_path / "app.py").write_text(
-        "import time\n"
-        "from flask import Flask\n"
-        "from flask_perfalert import PerfAlert\n"
-        "app = Flask(__name__)\n"
-        "perf = PerfAlert(app, threshold_seconds=0.02)\n"
-        "@app.get('/a')\n"
-        "def a():\n"
-        "    time.sleep(0.03)\n"
-        "    return 'a'\n"
-        "@app.get('/b')\n"
-        "def b():\n"
-        "    time.sleep(0.03)\n"
-        "    return 'b'\n"
-    )
-    opened = tmp_path / "opened.txt"
-    browser = tmp_path / "browser.py"
-    browser.write_text(
-        f"import sys\nopen({str(opened)!r}, 'w').write(sys.argv[1])\n",
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")} | {
-        "PERFALERT_FILE_DIR": str(report_dir),
-        "BROWSER": f"{sys.executable} {browser} %s",
-    }
-    make = (
-        "import app, time\n"
-        "from flask_perfalert.events_thread import EVENTS\n"
-        "c = app.app.test_client()\n"
-        "for path in ('/a', '/b'):\n"
-        "    c.get(path, buffered=True).close()\n"
-        "assert EVENTS.wait_idle(20)\n"
-    )
-    subprocess.run([sys.executable, "-c", make], cwd=tmp_path, env=env, check=True, timeout=60)
-    flask = [sys.executable, "-m", "flask", "--app", "app", "perfalert", "reports", "--open"]
-    result = subprocess.run(
-        flask, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
+class FlaskProject:
+    """A project folder with an app that wrote two reports, and a ``flask`` to run there.
+
+    The browser is whatever $BROWSER names: here a script that records the
+    address it was asked to open.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.report_dir = folder / "reports"
+        (folder / "app.py").write_text(
+            "import time\n"
+            "from flask import Flask\n"
+            "from flask_perfalert import PerfAlert\n"
+            "app = Flask(__name__)\n"
+            "perf = PerfAlert(app, threshold_seconds=0.02)\n"
+            "@app.get('/a')\n"
+            "def a():\n"
+            "    time.sleep(0.03)\n"
+            "    return 'a'\n"
+            "@app.get('/b')\n"
+            "def b():\n"
+            "    time.sleep(0.03)\n"
+            "    return 'b'\n"
+        )
+        self.opened = folder / "opened.txt"
+        browser = folder / "browser.py"
+        browser.write_text(f"import sys\nopen({str(self.opened)!r}, 'w').write(sys.argv[1])\n")
+        self.env = {
+            k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")
+        } | {
+            "PERFALERT_FILE_DIR": str(self.report_dir),
+            "BROWSER": f"{sys.executable} {browser} %s",
+        }
+        make = (
+            "import app, time\n"
+            "from flask_perfalert.events_thread import EVENTS\n"
+            "c = app.app.test_client()\n"
+            "for path in ('/a', '/b'):\n"
+            "    c.get(path, buffered=True).close()\n"
+            "assert EVENTS.wait_idle(20)\n"
+        )
+        subprocess.run(
+            [sys.executable, "-c", make], cwd=folder, env=self.env, check=True, timeout=60
+        )
+        self.older, self.newest = sorted(self.report_dir.glob("perfalert-*.html"))
+        assert "-b-" in self.newest.name and "-a-" in self.older.name
+
+    def reports(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self.opened.unlink(missing_ok=True)
+        flask = [sys.executable, "-m", "flask", "--app", "app", "perfalert", "reports", *args]
+        return subprocess.run(
+            flask, cwd=self.folder, env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> FlaskProject:
+    return FlaskProject(tmp_path)
+
+
+def test_reports_open_starts_the_browser_on_the_index(project: FlaskProject) -> None:
+    index = project.report_dir / "index.html"
+    index.unlink()  # reports from before the index existed: --open writes it
+
+    result = project.reports("--open")
+
     assert result.returncode == 0, result.stderr
-    older, newest = sorted(report_dir.glob("perfalert-*.html"))
-    assert "-b-" in newest.name and "-a-" in older.name
-    assert opened.read_text() == newest.resolve().as_uri()
-    assert f"Opened {newest}" in result.stdout
+    assert project.opened.read_text() == index.resolve().as_uri()
+    assert f"Opened {index}" in result.stdout
+    page = index.read_text()
+    assert page.index(project.newest.name) < page.index(project.older.name)
+
+
+def test_reports_open_a_report_named_by_file_name_or_path(project: FlaskProject) -> None:
+    by_name = project.reports("--open", project.older.name)
+    assert by_name.returncode == 0, by_name.stderr
+    assert project.opened.read_text() == project.older.resolve().as_uri()
+    assert f"Opened {project.older.resolve()}" in by_name.stdout
+
+    relative = Path("reports") / project.newest.name  # from the project's folder
+    by_path = project.reports("--open", str(relative))
+    assert by_path.returncode == 0, by_path.stderr
+    assert project.opened.read_text() == project.newest.resolve().as_uri()
+
+    by_absolute_path = project.reports("--open", str(project.older))
+    assert by_absolute_path.returncode == 0, by_absolute_path.stderr
+    assert project.opened.read_text() == project.older.resolve().as_uri()
+
+
+def test_reports_open_refuses_anything_outside_the_folder(project: FlaskProject) -> None:
+    outside = project.folder / project.newest.name  # a report's name, in another folder
+    outside.write_text("<p>not a report of this app</p>")
+    link = project.report_dir / ("perfalert-20200101T000000.000000Z-x-" + "0" * 32 + ".html")
+    link.symlink_to(outside)
+    for name, said in [
+        (str(outside), "is not in the report folder"),
+        (f"../{outside.name}", "is not in the report folder"),
+        (str(project.report_dir / ".." / outside.name), "is not in the report folder"),
+        (link.name, "is not in the report folder"),  # a link pointing out
+        ("/etc/passwd", "is not in the report folder"),
+        ("app.py", "is not a report"),
+        ("perfalert-20200101T000000.000000Z-x-" + "1" * 32 + ".html", "There is no report"),
+    ]:
+        result = project.reports("--open", name)
+        assert result.returncode == 1, (name, result.stdout)
+        assert said in result.stderr, (name, result.stderr)
+        assert str(project.report_dir.resolve()) in result.stderr or said == "is not a report"
+        assert not project.opened.exists(), name
+
+    without_open = project.reports(project.newest.name)
+    assert without_open.returncode == 2
+    assert "use it with --open" in without_open.stderr
 
 
 # -- stats ----------------------------------------------------------------------------
@@ -254,7 +321,8 @@ def test_stats_count_each_channel(app: Flask, wait_delivery: Any, report_dir: Pa
     assert rows["slow"] == "3"
     assert rows["alerted"] == "2"
     assert rows["suppressed (duplicates in the window)"] == "1"
-    assert rows["file reports written"] == "2" == str(len(list(report_dir.glob("*.html"))))
+    reports = list(report_dir.glob("perfalert-*.html"))
+    assert rows["file reports written"] == "2" == str(len(reports))
     assert rows["file reports not written"] == "0"
     assert rows["Mattermost posts made"] == "0"
     assert rows["Mattermost alerts queued for a retry"] == "0"
@@ -324,7 +392,8 @@ def test_check_leaves_no_report_behind(app: Flask, report_dir: Path, wait_delive
     slow_app(app)
     app.test_client().get("/slow")
     wait_delivery()
-    [real] = report_dir.iterdir()
+    [real] = report_dir.glob("perfalert-*.html")
+    before = sorted(report_dir.iterdir())  # the report and its index
 
     result = invoke(app, "check")
 
@@ -333,7 +402,7 @@ def test_check_leaves_no_report_behind(app: Flask, report_dir: Path, wait_delive
         f"File reports: OK, {report_dir} takes reports (a test report was written there "
         "and removed)." in result.output
     )
-    assert list(report_dir.iterdir()) == [real]  # nothing left, nothing pruned
+    assert sorted(report_dir.iterdir()) == before  # nothing left, nothing pruned
     listed = json.loads(invoke(app, "reports", "--json").output)
     assert [item["path"] for item in listed] == [str(real)]
 

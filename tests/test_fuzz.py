@@ -576,4 +576,4 @@ def test_any_endpoint_name_gives_a_safe_report_name(tmp_path: Path) -> None:
         written.add(path.name)
 
     check()
-    assert sorted(p.name for p in folder.iterdir()) == sorted(written)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*written, "index.html"])

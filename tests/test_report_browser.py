@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import chromium
 from flask import Flask, request
 
 from flask_perfalert import PerfAlert, SlowRequestEvent
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 #: Run in a copy of the report after pyinstrument's scripts; writes what the
 #: browser laid out into <pre id="probe">, which --dump-dom then shows.
@@ -59,27 +56,6 @@ setTimeout(function () {
 }, 1000);
 </script>
 """
-
-
-def chromium(user_data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        f"--user-data-dir={user_data}",
-        "--window-size=1280,900",
-        "--virtual-time-budget=5000",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=90)
 
 
 def compute_invoice_totals(seconds: float) -> int:

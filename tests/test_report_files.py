@@ -133,9 +133,11 @@ def test_reports_are_private_in_a_private_new_folder(
         wait_delivery()
     finally:
         os.umask(old_umask)
-    (report,) = folder.iterdir()
+    (report,) = folder.glob("perfalert-*.html")
+    assert sorted(p.name for p in folder.iterdir()) == ["index.html", report.name]
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
+    assert stat.S_IMODE((folder / "index.html").stat().st_mode) == 0o600
 
 
 ENDPOINTS = [
@@ -206,10 +208,14 @@ def test_a_report_appears_whole_or_not_at_all(
     monkeypatch.setattr(os, "replace", replace)
     path = alerts.write(make_event())
     assert path is not None
-    ((listing, reports),) = seen
+    # The report, then the index that lists it: each from a hidden temporary file.
+    (listing, reports), (index_listing, index_reports) = seen
     assert reports == []
     assert len(listing) == 1 and listing[0].startswith(".perfalert-")
-    assert os.listdir(report_dir) == [path.name]
+    assert index_reports == [path.name]
+    assert len(index_listing) == 2 and index_listing[1] == path.name
+    assert index_listing[0].startswith(".perfalert-")  # index.html is not there yet
+    assert sorted(os.listdir(report_dir)) == ["index.html", path.name]
     assert path.read_text().endswith("</html>")
 
 

@@ -9,6 +9,9 @@
   while writing left behind, once they are old enough that no writer can
   still be busy with them; only regular files whose names this module makes
   are touched.
+* :func:`folder_lock` holds an exclusive lock on a folder (``flock`` on the
+  folder itself, no lock file), so that processes sharing it take turns at
+  work that lists the folder and then writes what it found.
 * :func:`not_private` tells whether a file could have been made by someone
   else; :func:`secret_key` reads a random key kept in a private file, made
   by the first process that needs it.
@@ -23,12 +26,16 @@ import secrets
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Temporary files end with this (and start with the caller's hidden prefix).
 TEMP_SUFFIX = ".tmp"
 #: A temporary file this old was left by a crashed process.
 STALE_TEMP_SECONDS = 3600.0
+#: How long :func:`folder_lock` waits for another process to let go of a folder.
+FOLDER_LOCK_SECONDS = 5.0
 
 
 def temp_name_pattern(prefix: str) -> re.Pattern[str]:
@@ -88,6 +95,39 @@ def remove_stale_temps(
                 path.unlink()
         except OSError:
             continue
+
+
+@contextmanager
+def folder_lock(folder: Path, timeout: float = FOLDER_LOCK_SECONDS) -> Iterator[bool]:
+    """Hold an exclusive lock on ``folder`` for the ``with`` block; yields whether it got it.
+
+    Waits at most ``timeout`` seconds: a process stopped while it holds the
+    lock must not stop everyone else, so the caller then goes on without it
+    (and so it does on a file system without ``flock``). Two threads of one
+    process exclude each other too: each call opens the folder anew.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except (OSError, ValueError):
+        yield False
+        return
+    try:
+        yield _flock(fd, time.monotonic() + timeout)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _flock(fd: int, deadline: float) -> bool:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        except OSError:  # no flock here (some network file systems)
+            return False
 
 
 def not_private(info: os.stat_result) -> str | None:

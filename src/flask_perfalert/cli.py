@@ -8,10 +8,8 @@ A command that cannot do what it was asked exits with a non-zero status
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import os
-import re
 import tempfile
 import time
 import webbrowser
@@ -27,8 +25,10 @@ from . import stats as _counters
 from ._folders import app_folder, folder_problems
 from ._redaction import printable
 from ._routes import unmatched_settings
+from .alerts.index import NotOurIndex
 from .events import SlowRequestEvent
 from .profiling.policy import ProfileResult
+from .report_meta import ReportInfo, read_report_info
 from .settings import PREFIX
 from .storage.base import WORKERS_RECENT
 
@@ -156,49 +156,6 @@ def _echo_settings(rows: list[dict[str, Any]]) -> None:
 
 # -- reports ---------------------------------------------------------------------------
 
-_META = re.compile(r'<meta name="perfalert-([a-z]+)" content="([^"]*)">')
-_NAME_TIME = re.compile(r"^perfalert-(\d{8}T\d{6}\.\d{6})Z-")
-#: A report's <meta> tags are in its first bytes (see report.render_meta).
-_HEAD_BYTES = 8192
-
-
-def read_report_info(path: Path) -> dict[str, Any]:
-    """Time, endpoint and duration of one report, from its head (or its file name)."""
-    info: dict[str, Any] = {"path": str(path), "time": None, "endpoint": None, "duration": None}
-    match = _NAME_TIME.match(path.name)
-    if match:
-        stamp = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%f")
-        info["time"] = stamp.replace(tzinfo=timezone.utc).isoformat(timespec="milliseconds")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(_HEAD_BYTES).decode("utf-8", "replace")
-    except OSError:
-        return info
-    meta = {name: html.unescape(value) for name, value in _META.findall(head)}
-    if meta.get("time"):
-        info["time"] = meta["time"]
-    what = meta.get("endpoint") or None
-    if meta.get("kind") == "function" and what:
-        what += "()"
-    elif meta.get("method"):
-        what = f"{meta['method']} {what or '(no endpoint)'}"
-    info["endpoint"] = what
-    try:
-        info["duration"] = float(meta["duration"])
-    except (KeyError, ValueError):
-        pass
-    return info
-
-
-def _short_time(iso: str | None) -> str:
-    if not iso:
-        return "?"
-    try:
-        stamp = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    return stamp.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
 
 def _file_alerts() -> Any:
     monitor = _extension()._monitor()
@@ -211,6 +168,7 @@ def _file_alerts() -> Any:
 
 
 @perfalert_cli.command("reports", short_help="List the HTML reports, newest first.")
+@click.argument("report", required=False)
 @click.option(
     "-n",
     "--limit",
@@ -219,53 +177,92 @@ def _file_alerts() -> Any:
     type=click.IntRange(min=1),
     help="Show at most this many reports.",
 )
-@click.option("--open", "open_newest", is_flag=True, help="Open the newest report in a browser.")
+@click.option(
+    "--open",
+    "open_it",
+    is_flag=True,
+    help="Open the index of the reports (or the REPORT named) in a browser.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: a list, newest first.")
 @with_appcontext
-def reports_command(limit: int, open_newest: bool, as_json: bool) -> None:
-    """List the HTML reports in PERFALERT_FILE_DIR, newest first.
+def reports_command(report: str | None, limit: int, open_it: bool, as_json: bool) -> None:
+    """List the HTML reports in PERFALERT_FILE_DIR, newest first, and where their index is.
 
     Shows each report's time (UTC), what was slow, how long it took and its
-    path. With --open, the newest report is opened in the default browser
-    (the BROWSER environment variable chooses another); the command fails if
-    there is no report or no browser could be started.
+    path. The index (index.html in the same folder) lists every report and
+    charts the slow requests per endpoint over the alert window.
+
+    With --open, the index is brought up to date and opened in the default
+    browser (the BROWSER environment variable chooses another); with a
+    REPORT (its file name, or its path inside the folder), that report is
+    opened instead. The command fails if there is no report, REPORT is not
+    one of the folder's reports, or no browser could be started.
     """
+    if report is not None and not open_it:
+        raise click.UsageError("REPORT names the report to open: use it with --open.")
     alerts = _file_alerts()
     paths = alerts.reports()
     infos = [read_report_info(path) for path in paths[:limit]]
     if as_json:
-        click.echo(json.dumps(infos, indent=2))
+        click.echo(json.dumps([info.as_json() for info in infos], indent=2))
     elif not infos:
         where = alerts.folder
         state = "" if where.is_dir() else " (the folder does not exist yet)"
         click.echo(f"No reports in {where}{state}.")
     else:
-        shown = len(infos)
-        click.echo(f"Reports in {alerts.folder}, newest first ({shown} of {len(paths)}):")
-        # Endpoint names are the app's, and may hold anything: one line each.
-        cells = [
-            (
-                _short_time(i["time"]),
-                printable(i["endpoint"] or "?"),
-                "?" if i["duration"] is None else f"{i['duration']:.3f} s",
-                printable(i["path"]),
-            )
-            for i in infos
-        ]
-        width_what = max(len("ENDPOINT"), *(len(c[1]) for c in cells))
-        click.echo(f"{'TIME (UTC)':<19}  {'ENDPOINT':<{width_what}}  {'DURATION':>9}  PATH")
-        for when, what, took, where in cells:
-            click.echo(f"{when:<19}  {what:<{width_what}}  {took:>9}  {where}")
-    if open_newest:
-        if not paths:
-            raise click.ClickException("There is no report to open.")
-        newest = paths[0]
-        if not webbrowser.open(newest.resolve().as_uri()):
-            raise click.ClickException(
-                f"No browser could be started; open the report yourself: {newest}"
-            )
+        _echo_reports(infos, alerts.folder, len(paths))
+        index = alerts.index.path
+        state = "" if index.is_file() else " (not written yet: --open writes it)"
+        click.echo(f"Index of every report, with a chart: {index}{state}")
+    if open_it:
+        target = _report_to_open(alerts, report) if report else _index_to_open(alerts, paths)
+        if not webbrowser.open(target.resolve().as_uri()):
+            raise click.ClickException(f"No browser could be started; open it yourself: {target}")
         if not as_json:
-            click.echo(f"Opened {newest}")
+            click.echo(f"Opened {target}")
+
+
+def _echo_reports(infos: list[ReportInfo], folder: Path, total: int) -> None:
+    click.echo(f"Reports in {folder}, newest first ({len(infos)} of {total}):")
+    # Endpoint names are the app's, and may hold anything: one line each.
+    cells = [
+        (
+            i.short_time(),
+            printable(i.what() or "?"),
+            "?" if i.duration is None else f"{i.duration:.3f} s",
+            printable(str(i.path)),
+        )
+        for i in infos
+    ]
+    width_what = max(len("ENDPOINT"), *(len(c[1]) for c in cells))
+    click.echo(f"{'TIME (UTC)':<19}  {'ENDPOINT':<{width_what}}  {'DURATION':>9}  PATH")
+    for when, what, took, where in cells:
+        click.echo(f"{when:<19}  {what:<{width_what}}  {took:>9}  {where}")
+
+
+def _report_to_open(alerts: Any, name: str) -> Path:
+    try:
+        path: Path = alerts.named(name)
+    except ValueError as exc:
+        raise click.ClickException(printable(str(exc))) from exc
+    return path
+
+
+def _index_to_open(alerts: Any, reports: list[Path]) -> Path:
+    """The index, rewritten now (its chart's window ends now)."""
+    if not reports:
+        raise click.ClickException("There is no report to open.")
+    try:
+        path: Path = alerts.write_index()
+    except (OSError, ValueError) as exc:
+        index = alerts.index.path
+        if isinstance(exc, NotOurIndex) or not index.is_file():
+            raise click.ClickException(
+                f"The index could not be written: {exc}. Name a report to open it instead."
+            ) from exc
+        click.echo(f"Note: the index could not be brought up to date ({exc}).", err=True)
+        return Path(index)
+    return path
 
 
 # -- stats -----------------------------------------------------------------------------

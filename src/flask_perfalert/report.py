@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 from html import escape
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pyinstrument.renderers import HTMLRenderer
 
 from ._redaction import printable
-
-#: Prefix of the ``<meta name=...>`` tags in a report's head (see ``render_meta``).
-META_PREFIX = "perfalert-"
+from .report_meta import render_meta, title_of
 
 if TYPE_CHECKING:
     from pyinstrument.session import Session
@@ -80,22 +77,10 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _title(event: SlowRequestEvent) -> str:
-    """What a person recognises: ``GET /orders/7`` for a request, ``name()`` for a function."""
-    what = event.endpoint or "(no endpoint)"
-    if event.kind != "request":
-        return f"{what}()"
-    try:
-        path = urlsplit(event.url).path if event.url else ""
-    except ValueError:  # a placeholder such as "[URL not available: ...]"
-        path = ""
-    return f"{event.method} {path or what}"
-
-
 def render_header(event: SlowRequestEvent) -> str:
     """The report's header block, as HTML."""
     what = event.endpoint or "(no endpoint)"
-    title = _title(event)
+    title = title_of(event)
     request_rows: list[tuple[str, Any]] = [
         ("Endpoint" if event.kind == "request" else "Function", what),
         ("Method", event.method),
@@ -207,36 +192,6 @@ def render_time_by_kind(shares: list[TimeShare]) -> str:
         + "".join(rows)
         + "</table></div>"
     )
-
-
-def render_meta(event: SlowRequestEvent) -> str:
-    """``<title>`` and ``<meta name="perfalert-*">`` tags for the page's head.
-
-    ``flask perfalert reports`` reads them from the first bytes of a report to
-    list its time, endpoint and duration without parsing the whole page.
-    """
-    title = _title(event)
-    meta = {
-        "kind": event.kind,
-        "endpoint": event.endpoint or "",
-        "method": event.method or "",
-        "status": "" if event.status_code is None else str(event.status_code),
-        "duration": repr(float(event.duration)),
-        "threshold": repr(float(event.threshold)),
-        "time": event.timestamp.isoformat(timespec="milliseconds"),
-        "suppressed": str(event.suppressed),
-        "usual-median": "" if event.usual is None else repr(float(event.usual.median)),
-        "usual-p95": "" if event.usual is None else repr(float(event.usual.p95)),
-        "escalated-from": (
-            "" if event.escalation is None else repr(float(event.escalation.previous_worst))
-        ),
-    }
-    tags = "".join(
-        f'<meta name="{META_PREFIX}{name}" content="{escape(value, quote=True)}">'
-        for name, value in meta.items()
-    )
-    heading = f"{title} took {event.duration:.3f} s - Flask-PerfAlert"
-    return printable(f"<title>{escape(heading)}</title>{tags}")
 
 
 def render_html_page(session: Session | None, header_html: str) -> str:
