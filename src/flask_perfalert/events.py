@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import report
-from .latency import UsualLatency
+from .latency import UsualLatency, seconds_text
 from .time_by_kind import TimeShare, summary
 
 if TYPE_CHECKING:
@@ -43,10 +43,6 @@ class Escalation:
     previous_worst: float
     #: How much slower it had to be (``PERFALERT_ESCALATION_FACTOR``).
     factor: float
-
-
-def _seconds(value: float) -> str:
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
 @dataclass(eq=False)
@@ -143,8 +139,8 @@ class SlowRequestEvent:
             return ""
         whose = "this function's" if self.kind == "function" else "this endpoint's"
         return (
-            f"{usual.times(self.duration):.0f} x {whose} median of {_seconds(usual.median)} "
-            f"(p95 {_seconds(usual.p95)})"
+            f"{usual.times(self.duration):.0f} x {whose} median of {seconds_text(usual.median)} "
+            f"(p95 {seconds_text(usual.p95)})"
         )
 
     def headline(self) -> str:

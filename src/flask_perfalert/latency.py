@@ -63,6 +63,11 @@ class UsualLatency:
         return duration / self.median if self.median > 0 else float("inf")
 
 
+def seconds_text(value: float) -> str:
+    """``80 ms`` below a second, ``1.84 s`` above."""
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
 def bucket(seconds: float) -> int:
     """The histogram bucket of a duration."""
     if seconds <= FLOOR:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._redaction import printable
+from .latency import seconds_text
 
 if TYPE_CHECKING:
     from .events import SlowRequestEvent
@@ -80,11 +81,6 @@ META_ENDPOINT_CHARS = 1024
 META_URL_CHARS = 512
 _META = re.compile(r'<meta name="perfalert-([a-z0-9-]+)" content="([^"]*)">')
 _NAME_TIME = re.compile(r"^perfalert-(\d{8}T\d{6}\.\d{6})Z-")
-
-
-def seconds_text(value: float) -> str:
-    """``80 ms`` below a second, ``1.84 s`` above."""
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from .._files import write_atomic
-from ..report_meta import ReportInfo, read_report_info, seconds_text
+from ..latency import seconds_text
+from ..report_meta import ReportInfo, read_report_info
 from .chart import Slow, render_chart, safe_text, slow_of
 
 INDEX_NAME = "index.html"
