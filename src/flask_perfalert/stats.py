@@ -70,7 +70,7 @@ Sink = Callable[[Mapping[str, float], tuple[str, int], bool], bool]
 #: Seconds the request timer adds to one request: the benchmark's figure for the
 #: timer around a trivial WSGI app (bench/run.py, "request timer alone"), on the
 #: machine of docs/performance.rst. ``perf.stats()`` multiplies it by the requests.
-TIMER_SECONDS_PER_REQUEST = 0.6e-6
+TIMER_SECONDS_PER_REQUEST = 1.2e-6
 
 
 @dataclass(slots=True)
