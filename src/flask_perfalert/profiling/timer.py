@@ -14,7 +14,7 @@ extra call is our ``start_response``, which notes the status for the event
 numbers are in docs/performance.rst.
 
 Nothing is written into the environ: the request's record is ours
-(:class:`~.inflight.InFlight`).
+(:class:`~.state.InFlight`).
 """
 
 from __future__ import annotations
