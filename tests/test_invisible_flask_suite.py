@@ -111,7 +111,11 @@ def _run_suite(folder: Path, tmp: Path, responses: str, perfalert: bool) -> Run:
     )
     output = proc.stdout + proc.stderr
     if not results.exists():
-        pytest.fail(f"their pytest run wrote no results ({proc.returncode}):\n{output[-5000:]}")
+        # A crash prints which thread died first (faulthandler, on stderr): keep that part.
+        pytest.fail(
+            f"their pytest run wrote no results ({proc.returncode}):\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[:6000]}"
+        )
     return Run(json.loads(results.read_text()), output, report_dir)
 
 

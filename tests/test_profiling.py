@@ -24,6 +24,7 @@ from werkzeug.serving import make_server
 from flask_perfalert import PerfAlert, PerfAlertSettings, SlowRequestEvent
 from flask_perfalert.profiling import _threads, policy
 from flask_perfalert.profiling import session as compat
+from flask_perfalert.profiling._threads import frames_of
 from flask_perfalert.profiling.measurement import MAX_DISTINCT_STACKS, Measurement
 from flask_perfalert.profiling.policy import ProfilingPolicy
 from flask_perfalert.profiling.sampler import SAMPLER, Sampler
@@ -364,32 +365,168 @@ def test_gevent_requests_get_each_their_own_call_tree(tmp_path: Path) -> None:
     assert functions and call_tree_of_wait
 
 
-def test_reading_other_threads_stacks_never_touches_the_garbage_collector() -> None:
-    # On CPython 3.11.0-3.11.8, sys._current_frames() can deadlock with a garbage
-    # collection started inside it. The app's gc settings are its own: instead of
-    # disabling gc, frames are read only when a collection cannot start meanwhile.
+STACK_READING_RACE = """
+import gc, sys, threading, time, types
+from flask_perfalert.profiling import _threads
+
+stop = False
+def leaf():
+    return sum(range(20))
+def middle(n):
+    return leaf() if n == 0 else middle(n - 1)
+def app_thread():
+    # Deep calls and returns: the thread's frame memory is given back and reused.
+    while not stop:
+        middle(300)
+        middle(5)
+
+class Finalized:
+    # Cyclic garbage whose finalizer lets other threads run, as any app's may.
+    def __init__(self):
+        self.me = self
+    def __del__(self):
+        time.sleep(0)
+
+thread = threading.Thread(target=app_thread, daemon=True)
+thread.start()
+gc.set_threshold(120)
+reads = 0
+end = time.time() + 3
+while time.time() < end:
+    for _ in range(3):
+        Finalized()
+    read = _threads.read_stacks((thread.ident,), 4)
+    if read is not None:
+        frames = read[1][thread.ident]
+        assert all(isinstance(f, types.FrameType) for f in frames), frames
+        reads += 1
+stop = True
+print(reads)
+"""
+
+
+def test_reading_a_stack_while_collections_run_finalizers_never_corrupts_memory() -> None:
+    # On CPython 3.11 reading another thread's stack makes frame objects; a garbage
+    # collection started by one runs finalizers on the sampler's thread, which can let
+    # the thread being read return from the frame whose object is being made. Before
+    # the sampler guarded against it, this script crashed the interpreter every time.
+    out = subprocess.run(
+        [sys.executable, "-c", STACK_READING_RACE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.split()[-1]) > 20, out.stdout
+
+
+def test_another_threads_stack_is_read_whole_before_that_thread_can_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each read of a stack, frames included, is one call of C code: no bytecode runs
+    # between the check of the collector's count and the last frame read, so the GIL
+    # cannot pass to the thread being read. A profile function sees every Python
+    # function run, and every C function called from Python code.
+    monkeypatch.setattr(_threads, "NEEDS_GC_HEADROOM", True)
+    release = threading.Event()
+
+    def innermost() -> None:
+        release.wait(10)
+
+    def caller() -> None:
+        innermost()
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    ident = thread.ident
+    assert ident is not None
+    try:
+        while "innermost" not in [
+            f.f_code.co_name for f in frames_of(sys._current_frames()[ident])
+        ]:
+            time.sleep(0.001)
+        events: list[tuple[str, str]] = []
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            name = (
+                getattr(arg, "__name__", type(arg).__name__)
+                if event.startswith("c_")
+                else frame.f_code.co_name
+            )
+            events.append((event, name))
+
+        sys.setprofile(profile)
+        try:
+            read = _threads.read_stacks((ident,), 8)
+        finally:
+            sys.setprofile(None)
+        assert read is not None
+        names = [f.f_code.co_name for f in read[1][ident]]
+        assert names[:4] == ["wait", "wait", "innermost", "caller"], names
+        # Python code that ran: only ours, building each read before making it.
+        ours = {"read_stacks", "_reader", "_chains", "_guarded", "_read_on"}
+        assert {name for event, name in events if event == "call"} <= ours
+        # The frames were read by C calls made from C, never from Python code.
+        c_calls = [name for event, name in events if event == "c_call"]
+        assert "_current_frames" not in c_calls and "getattr" not in c_calls, c_calls
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_a_deep_stack_is_read_whole() -> None:
+    release = threading.Event()
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        else:
+            release.wait(10)
+
+    thread = threading.Thread(target=deep, args=(200,))
+    thread.start()
+    try:
+        time.sleep(0.05)
+        read = _threads.read_stacks((thread.ident or 0,), 8)
+        assert read is not None
+        names = [f.f_code.co_name for f in read[1][thread.ident or 0]]
+        assert names.count("deep") == 201 and names[-1] == "_bootstrap", names[-5:]
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_reading_other_threads_stacks_never_touches_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On CPython 3.11 a garbage collection started while another thread's frames are
+    # read can corrupt memory (and, on 3.11.0-3.11.8, deadlock in sys._current_frames).
+    # The app's gc settings are its own: instead of disabling gc, frames are read only
+    # when a collection cannot start meanwhile.
+    monkeypatch.setattr(_threads, "NEEDS_GC_HEADROOM", True)
     threshold = gc.get_threshold()
     enabled = gc.isenabled()
     try:
         gc.set_threshold(100_000)
-        frames = _threads.current_frames(8, guarded=True)
-        assert frames is not None and threading.get_ident() in frames
+        frames = _threads.read_stacks((threading.get_ident(),), 8)
+        assert frames is not None and frames[1][threading.get_ident()]
         assert gc.isenabled() is enabled and gc.get_threshold()[0] == 100_000
         # The young generation close to its threshold while nobody allocates (a
         # request waiting on the network): the frames are still read.
         gc.set_threshold(300)
-        for young in (285, 300 - 8 - 16 - 3):  # above the limit; just below it
+        for young in (285, 300 - 8 - 33 - 16 - 3):  # above the limit; just below it
             kept: list[list[None]] = []
             while gc.get_count()[0] < young:
                 kept.append([])
-            assert _threads.current_frames(8, guarded=True) is not None, young
+            assert _threads.read_stacks((threading.get_ident(),), 8) is not None, young
             assert gc.isenabled() is enabled and gc.get_threshold()[0] == 300
             del kept
         gc.set_threshold(10)  # too low to ever leave room: no frames, rather than a risk
-        assert _threads.current_frames(8, guarded=True) is None
+        assert _threads.read_stacks((threading.get_ident(),), 8) is None
         assert gc.isenabled() is enabled
         gc.disable()  # no automatic collection at all: always safe
-        assert _threads.current_frames(8, guarded=True) is not None
+        assert _threads.read_stacks((threading.get_ident(),), 8) is not None
         assert not gc.isenabled()
     finally:
         gc.set_threshold(*threshold)
@@ -423,7 +560,11 @@ def test_the_sampler_backs_off_above_max_overhead_and_logs_once(
     frame = sys._getframe()
     # Each tick reads the clock before and after: 0.2 s of a 1 s window is sampling.
     clock = ScriptedClock(0.0, 1.0, 1.2, 2.0, 2.2, 3.0, 3.0, 4.0, 4.0)
-    sampler = Sampler(active={}, clock=clock, frames=lambda hint: {threading.get_ident(): frame})
+    sampler = Sampler(
+        active={},
+        clock=clock,
+        stacks=lambda ids, hint: (1, {threading.get_ident(): frames_of(frame)}),
+    )
     sampler.configure(0.005, 0.05)
     record = sampled_call(sampler)
     with caplog.at_level(logging.WARNING, "flask_perfalert"):
@@ -442,7 +583,11 @@ def test_samples_are_taken_with_the_injected_clock_and_stacks() -> None:
 
     frame = job()
     clock = ScriptedClock(0.0, 0.01, 0.01, 0.03, 0.03)
-    sampler = Sampler(active={}, clock=clock, frames=lambda hint: {threading.get_ident(): frame})
+    sampler = Sampler(
+        active={},
+        clock=clock,
+        stacks=lambda ids, hint: (1, {threading.get_ident(): frames_of(frame)}),
+    )
     record = sampled_call(sampler)
     assert sampler.tick() and sampler.tick()
     m = record.measurement

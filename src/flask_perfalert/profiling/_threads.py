@@ -14,7 +14,7 @@ import gc
 import itertools
 import operator
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -55,48 +55,152 @@ class OSThreads:
             self.current_greenlet = getcurrent
 
 
-# -- sys._current_frames() ------------------------------------------------------------
-# CPython gh-106883: on 3.11.0 to 3.11.8, a garbage collection that starts inside
-# sys._current_frames() (it allocates while holding the runtime's thread-list lock) can
-# deadlock the process. The fixed versions disable collection inside the call. We may not
-# touch the app's gc settings, so on the affected versions the call is made only when
-# the collector's youngest generation is far enough below its threshold that the few
-# objects the call allocates cannot start a collection; the check and the call run in
-# one chain of C calls (no bytecode between them, so no other thread runs and
-# allocates in between). When the count is too close, this thread first allocates
-# (and drops) a few empty lists: the young collection the app's next allocations
-# would have started runs a moment early, here, outside the lock.
-NEEDS_GC_HEADROOM = (3, 11, 0) <= sys.version_info[:3] <= (3, 11, 8)
+# -- reading stacks ------------------------------------------------------------------
+# Reading another thread's stack makes frame objects for its frames (CPython 3.11 makes
+# them lazily, on sys._current_frames() and on each ``f_back``). On 3.11 the allocation
+# of such a frame object can start a garbage collection, and a collection runs
+# finalizers and weakref callbacks: Python code, on the sampler thread, between whose
+# bytecodes the interpreter may hand the GIL to the thread being read. That thread then
+# returns from the very frame whose object is being made, and CPython writes the new
+# object into the freed frame: memory corruption, seen as crashes of the app's threads
+# and as ``f_back`` returning objects that are not frames. (On 3.12 and later a
+# collection starts only between bytecodes; 3.10 makes no frame objects lazily.)
+#
+# So, on 3.11, the sampler makes frame objects only while the collector's youngest
+# generation is far enough below its threshold that the objects made cannot start a
+# collection; the check and the reading run in one chain of C calls, no bytecode in
+# between, so no other thread runs or allocates meanwhile. The same guard avoids CPython
+# gh-106883 (3.11.0 to 3.11.8: a collection inside sys._current_frames(), which holds
+# the runtime's thread-list lock, can deadlock the process). We may not touch the app's
+# gc settings: when the count is too close, this thread first allocates (and drops) a
+# few empty lists, so the young collection the app's next allocations would have
+# started runs a moment early, here, while no frame object is half made.
+#
+# Each thread's frames are read ``_FRAMES_PER_READ`` at a time, innermost first, which
+# bounds the objects one guarded read can make; a deeper stack is read on from its last
+# frame by further guarded reads. Only ``f_code`` and ``f_lineno`` are read afterwards:
+# they stay valid after a frame returns.
+NEEDS_GC_HEADROOM = sys.version_info[:2] == (3, 11)
 
 #: Calls its argument, in C (a Python function would run bytecode).
 _CALL = operator.methodcaller("__call__")
-#: Objects sys._current_frames() may allocate beyond one frame object per thread.
+#: Objects a read may allocate besides frame objects (the dict, tuples, iterators).
 _ALLOCATION_MARGIN = 16
+#: Frames of one thread read by one guarded read.
+_FRAMES_PER_READ = 32
+
+Frames = tuple[FrameType, ...]
+#: How many threads the process has, and the frames of the threads asked for.
+ThreadStacks = tuple[int, dict[int, Frames]]
 
 
-def current_frames(
-    threads_hint: int = 8, guarded: bool = NEEDS_GC_HEADROOM
-) -> dict[int, FrameType] | None:
-    """``sys._current_frames()``, or None when taking it now could deadlock (see above)."""
-    if not guarded or not gc.isenabled():
-        return sys._current_frames()
+def _chains(
+    tops: Iterable[FrameType | None], limit: int = _FRAMES_PER_READ, skip: int = 0
+) -> Iterator[Frames]:
+    """For each frame of ``tops``: it, its ``f_back`` and so on, innermost first.
+
+    At most ``limit`` frames each, after leaving out the first ``skip``; a chain
+    ends at the first None. Lazy, and made of C iterators only: consumed by a C
+    call, no bytecode runs.
+    """
+    as_frames: Callable[[Iterable[Any]], Frames] = tuple
+    walks = map(
+        itertools.accumulate,
+        map(itertools.chain, zip(tops), itertools.repeat(itertools.repeat("f_back"))),
+        itertools.repeat(getattr),
+    )
+    window = map(itertools.islice, walks, itertools.repeat(skip), itertools.repeat(skip + limit))
+    return map(as_frames, map(itertools.takewhile, itertools.repeat(operator.truth), window))
+
+
+def frames_of(frame: FrameType | None) -> Frames:
+    """``frame`` and its callers, innermost first (for this thread's own frames)."""
+    return next(_chains((frame,), sys.getrecursionlimit() + 1))
+
+
+def greenlet_frames(greenlet: Any) -> Frames | None:
+    """A suspended greenlet's frames, innermost first; () if it runs or ended.
+
+    None when they cannot be read safely now (see above).
+    """
+    first = itertools.accumulate(
+        itertools.chain((greenlet, "gr_frame"), itertools.repeat("f_back")), getattr
+    )
+    window = itertools.islice(first, 1, 1 + _FRAMES_PER_READ)
+    read = _guarded(functools.partial(tuple, itertools.takewhile(operator.truth, window)), 0)
+    if read is None:
+        return None
+    frames: Frames = read
+    return _read_on(frames)
+
+
+def _guarded(read: Callable[[], Any], threads: int, threads_asked: int = 1) -> Any:
+    """``read()`` (a C callable), or None when the objects it makes could start a collection.
+
+    ``threads`` frame objects for the tops of every thread, and ``_FRAMES_PER_READ``
+    for each of ``threads_asked`` threads, may be made.
+    """
+    if not NEEDS_GC_HEADROOM or not gc.isenabled():
+        return read()
     threshold = gc.get_threshold()[0]
     if threshold <= 0:  # automatic collection is off
-        return sys._current_frames()
-    limit = threshold - threads_hint - _ALLOCATION_MARGIN
+        return read()
+    allocations = threads + threads_asked * (_FRAMES_PER_READ + 1) + _ALLOCATION_MARGIN
+    limit = threshold - allocations
     if limit <= _ALLOCATION_MARGIN:
         return None
     for _ in range(2):
         # (limit,) > gc.get_count() holds when the young count is below limit; the
-        # second item, (0, frames), always passes, and is only made if the first did.
-        then_frames = functools.partial(tuple, map(_CALL, (int, sys._current_frames)))
-        calls = map(_CALL, (gc.get_count, then_frames))
+        # second item, (0, result), always passes, and is only made if the first did.
+        then_read = functools.partial(tuple, itertools.chain((0,), map(_CALL, (read,))))
+        calls = map(_CALL, (gc.get_count, then_read))
         taken = list(itertools.takewhile((limit,).__gt__, calls))
         if len(taken) == 2:
-            frames: dict[int, FrameType] = taken[1][1]
-            return frames
+            return taken[1][1]
         _make_headroom(threshold, limit - _ALLOCATION_MARGIN)
     return None
+
+
+def _read_on(frames: Frames) -> Frames | None:
+    """``frames`` and, if it filled its read, the rest of the stack below its last frame."""
+    while len(frames) % _FRAMES_PER_READ == 0 and frames:
+        more: Frames | None = _guarded(functools.partial(next, _chains((frames[-1],), skip=1)), 0)
+        if more is None:
+            return None
+        if not more:
+            break
+        frames += more
+    return frames
+
+
+def _reader(thread_ids: Sequence[int]) -> Callable[[], tuple[Any, ...]]:
+    """One C callable: ``sys._current_frames()``, its size, and the chains asked for."""
+    taken = map(_CALL, (sys._current_frames,))
+    for_count, for_stacks = itertools.tee(taken)
+    tops = map(
+        dict.get,
+        itertools.chain.from_iterable(map(itertools.repeat, for_stacks, (len(thread_ids),))),
+        thread_ids,
+    )
+    chains = zip(thread_ids, _chains(tops), strict=True)
+    return functools.partial(tuple, itertools.chain(map(len, for_count), map(dict, (chains,))))
+
+
+def read_stacks(thread_ids: Sequence[int], threads_hint: int = 8) -> ThreadStacks | None:
+    """The frames of ``thread_ids`` (see above), or None when they cannot be read safely now.
+
+    ``threads_hint``: how many threads the process had at the last read.
+    """
+    read = _guarded(_reader(thread_ids), threads_hint, len(thread_ids))
+    if read is None:
+        return None
+    count, stacks = read
+    for thread, frames in stacks.items():
+        whole = _read_on(frames)
+        if whole is None:
+            return None
+        stacks[thread] = whole
+    return count, stacks
 
 
 def _make_headroom(threshold: int, limit: int) -> None:

@@ -22,14 +22,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from types import FrameType
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Request
 
 from .._fork import after_fork_in_child
-from ._threads import OSThreads, current_frames
+from ._threads import Frames, OSThreads, ThreadStacks, greenlet_frames, read_stacks
 from .measurement import Measurement
 from .session import stack_of
 from .state import ACTIVE, InFlight
@@ -46,13 +45,14 @@ MIN_IDLE_POLL = 0.005
 MIN_SLEEP = 0.001
 
 Clock = Callable[[], float]
-FramesSource = Callable[[int], "dict[int, FrameType] | None"]
+#: Reads the stacks of the given threads (and the number of threads), or None if not now.
+StacksSource = Callable[[Sequence[int], int], "ThreadStacks | None"]
 
 
 class Sampler:
     """Samples the stacks of the work in ``active`` that has passed its arm point.
 
-    ``clock`` and ``frames`` are injectable: tests drive :meth:`tick` with a
+    ``clock`` and ``stacks`` are injectable: tests drive :meth:`tick` with a
     fake clock and stacks of their own, without a thread.
     """
 
@@ -60,11 +60,11 @@ class Sampler:
         self,
         active: dict[int, InFlight] | None = None,
         clock: Clock = time.perf_counter,
-        frames: FramesSource = current_frames,
+        stacks: StacksSource = read_stacks,
     ) -> None:
         self.active = ACTIVE if active is None else active
         self.clock = clock
-        self.frames = frames
+        self.read_stacks = stacks
         self.interval = self.base_interval = 0.005
         self.max_overhead = 0.05
         self.idle_poll = IDLE_POLL
@@ -158,9 +158,7 @@ class Sampler:
         now = self.clock()
         due = now >= self._next_sample
         armed = False
-        frames: dict[int, FrameType] | None = None
-        stacks: dict[int, tuple[str, ...]] = {}
-        sampled: list[Any] = []
+        work: list[tuple[InFlight, Measurement]] = []
         for key, record in list(self.active.items()):
             m = record.measurement
             if m is None:
@@ -172,20 +170,21 @@ class Sampler:
             if m.skip or now < m.arm_at or key not in self.active:
                 continue
             armed = True
-            if not due:
-                continue
-            if frames is None:
-                frames = self.frames(self._threads_seen)
-                if frames is None:  # not safe to read stacks now; the next tick will
-                    break
-                self._threads_seen = len(frames)
-            stack = self._stack(record, m, frames, stacks)
-            if stack is None:
-                continue
-            m.interval = self.interval
-            m.add_sample(stack, now)
-            self.samples_taken += 1
-            sampled.append(record.timer.stats)
+            if due:
+                work.append((record, m))
+        sampled: list[Any] = []
+        read = self.read_stacks(_threads_of(work), self._threads_seen) if work else None
+        if read is not None:  # None: not safe to read stacks now; the next tick will
+            self._threads_seen, frames = read
+            stacks: dict[int, tuple[str, ...]] = {}
+            for record, m in work:
+                stack = self._stack(record, m, frames, stacks)
+                if stack is None:
+                    continue
+                m.interval = self.interval
+                m.add_sample(stack, now)
+                self.samples_taken += 1
+                sampled.append(record.timer.stats)
         if sampled:
             self._next_sample = now + self.interval
         cost = self.clock() - now
@@ -199,7 +198,7 @@ class Sampler:
         self,
         record: InFlight,
         m: Measurement,
-        frames: dict[int, FrameType],
+        frames: dict[int, Frames],
         stacks: dict[int, tuple[str, ...]],
     ) -> tuple[str, ...] | None:
         extras = record.extras
@@ -209,23 +208,25 @@ class Sampler:
             cached = stacks.get(record.thread)
             if cached is not None:
                 return cached
-        frame: FrameType | None
         greenlet = extras.greenlet if extras is not None else None
         if greenlet is not None:
             # A greenlet that is not running keeps its stack in gr_frame; the
             # running one's is its thread's current stack.
-            frame = greenlet.gr_frame
-            if frame is None:
+            suspended = greenlet_frames(greenlet)
+            if suspended is None:  # not safe to read now
+                return None
+            own = suspended
+            if not own:
                 if greenlet.dead:
                     return None
-                frame = frames.get(extras.os_thread if extras is not None else 0)
+                own = frames.get(extras.os_thread if extras is not None else 0, ())
         else:
-            frame = frames.get(record.thread)
-        if frame is None and not linked:
+            own = frames.get(record.thread, ())
+        if not own and not linked:
             return None
-        stack = stack_of(frame, m.stop_code)
+        stack = stack_of(own, m.stop_code)
         for thread in linked:
-            stack += stack_of(frames.get(thread))
+            stack += stack_of(frames.get(thread, ()))
         if plain:
             stacks[record.thread] = stack
         return stack
@@ -295,6 +296,19 @@ class Sampler:
             self.backed_off = True
         elif share < self.max_overhead / 4 and self.interval > self.base_interval:
             self.interval = max(self.interval / 2, self.base_interval)
+
+
+def _threads_of(work: list[tuple[InFlight, Measurement]]) -> tuple[int, ...]:
+    """The threads whose stacks the sampling of ``work`` reads."""
+    threads: dict[int, None] = {}
+    for record, _ in work:
+        extras = record.extras
+        if extras is None:
+            threads[record.thread] = None
+            continue
+        threads[extras.os_thread if extras.greenlet is not None else record.thread] = None
+        threads.update(dict.fromkeys(extras.linked_threads))
+    return tuple(threads)
 
 
 #: The sampler of this process.

@@ -30,6 +30,8 @@ from pyinstrument.frame import DUMMY_ROOT_FRAME_IDENTIFIER
 from pyinstrument.frame_info import frame_info_get_identifier
 from pyinstrument.session import Session
 
+from ._threads import frames_of
+
 _SEP = "\x00"
 _ATTR = "\x01"
 
@@ -52,18 +54,18 @@ def _code_identifier(code: CodeType) -> str:
     return ident
 
 
-def stack_of(frame: FrameType | None, stop_code: CodeType | None = None) -> tuple[str, ...]:
-    """The stack of ``frame`` as pyinstrument frame infos, the root first.
+def stack_of(frames: Sequence[FrameType], stop_code: CodeType | None = None) -> tuple[str, ...]:
+    """The stack of ``frames`` (innermost first) as pyinstrument frame infos, the root first.
 
     Frames below ``stop_code`` (the callers of a watched function) are left out.
+    Only ``f_code`` and ``f_lineno`` are read: they stay valid after a frame returns.
     """
     infos: list[str] = []
-    while frame is not None:
+    for frame in frames:
         code = frame.f_code
         infos.append(f"{_code_identifier(code)}{_ATTR}l{frame.f_lineno or 0}")
         if code is stop_code:
             break
-        frame = frame.f_back
     infos.reverse()
     return tuple(infos)
 
@@ -140,7 +142,7 @@ def check_compatible() -> None:
 def _check() -> None:
 
     def probe() -> tuple[str, ...]:
-        return stack_of(sys._getframe())
+        return stack_of(frames_of(sys._getframe()))
 
     stack = probe()
     session = session_from_samples(
