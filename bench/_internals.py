@@ -62,11 +62,17 @@ def state_sizes(app: Any) -> dict[str, Any]:
         in_flight = None
     session = _module("flask_perfalert.profiling.session", "flask_perfalert._pyinstrument_compat")
     store = ext._monitors[app].store
-    length = getattr(store, "__len__", None)
+    # Stores count their keys with key_states(); older versions had __len__.
+    key_states = getattr(store, "key_states", None)
+    if key_states is not None:
+        store_keys = len(key_states())
+    else:
+        length = getattr(store, "__len__", None)
+        store_keys = length() if length is not None else None
     stats = ext.stats(app)
     return {
         "sampler_active": in_flight,
         "identifier_cache": len(session._identifier_cache) if session is not None else None,
-        "store_keys": length() if length is not None else None,
+        "store_keys": store_keys,
         "stats": {k: stats[k] for k in ("requests", "slow", "alerted", "suppressed")},
     }
