@@ -25,8 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
+from flask_perfalert.latency import SAMPLE_MASK  # noqa: E402
 from flask_perfalert.profiling.sampler import Sampler  # noqa: E402
 from flask_perfalert.profiling.state import InFlight  # noqa: E402
+from flask_perfalert.profiling.timer import _sample  # noqa: E402
+from flask_perfalert.stats import Stats  # noqa: E402
 
 
 def _server_start_response(status: str, headers: Any, exc_info: Any = None) -> None:
@@ -75,8 +78,25 @@ def steps() -> dict[str, tuple[Callable[[int], None], Callable[[int], None]]]:
         for _ in range(n):
             start_response("200 OK", headers)
 
+    stats = Stats()
+    sample_mask = SAMPLE_MASK
+    request_environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/orders/7"}
+
+    def new_latency_sample(n: int) -> None:
+        for count in range(1, n + 1):
+            if not count & sample_mask:
+                _sample(stats, request_environ, 0.001)
+            if len(stats.latencies) > 1000:  # the flush empties it every few seconds
+                stats.latencies.clear()
+
+    def old_latency_sample(n: int) -> None:
+        for _count in range(1, n + 1):
+            if len(stats.latencies) > 1000:
+                stats.latencies.clear()
+
     return {
         "the record: InFlight(...) / a tuple": (new_record, old_record),
+        "usual latency: one request in 16 kept / none": (new_latency_sample, old_latency_sample),
         "is the sampler running: the .running flag / a set look-up": (new_check, old_check),
         "start_response: through InFlight.start_response / the server's": (
             new_start_response,
