@@ -122,10 +122,10 @@ def test_slow_requests_are_profiled_and_compared_with_the_truth(
                     assert entry["hot_frames"]
             # No profiler, no profile: the event still arrives, without a call tree.
             assert slow[kind]["none"]["profiles"] == 0
-        # The sampler's profiles are there. Not necessarily for every request: on
-        # Python 3.11.0 to 3.11.8 a CPU-bound request that allocates no containers
-        # may go unsampled (the sampler skips sys._current_frames() when a garbage
-        # collection could start inside it); the I/O-bound view always allocates.
+        # The sampler's profiles are there. Not necessarily for every request: a
+        # CPU-bound request holds the GIL, so the sampler's samples can come late and
+        # a short request of a quick run may end with fewer than two; it then alerts
+        # without a call tree, saying so.
         for label in ("sampling", TWIN):
             assert sum(slow[kind][label]["profiles"] for kind in PARTS) >= 1, (context, label)
 
