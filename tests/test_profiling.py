@@ -28,6 +28,7 @@ from flask_perfalert.profiling._threads import frames_of
 from flask_perfalert.profiling.measurement import MAX_DISTINCT_STACKS, Measurement
 from flask_perfalert.profiling.policy import ProfilingPolicy
 from flask_perfalert.profiling.sampler import SAMPLER, Sampler
+from flask_perfalert.profiling.session import stack_of
 from flask_perfalert.profiling.state import ACTIVE, InFlight, TimerState, WatchCall
 from flask_perfalert.stats import Stats
 
@@ -68,7 +69,7 @@ def test_the_first_slow_request_has_a_profile_that_names_the_culprit(
     assert "crunch_numbers" in tree_functions(event)
     # The report says which part of the request the profile covers.
     assert re.match(r"Sampled every 5 ms \(\d+ ms on average\) from 0\.01", event.profile_note)
-    assert "were not sampled" in event.profile_note
+    assert "are counted to the first sample's stack" in event.profile_note
     # CPU time is reported (a busy loop uses CPU; a loaded machine gives it less).
     assert event.profile.cpu_time > 0
 
@@ -557,13 +558,15 @@ def sampled_call(sampler: Sampler, **settings: Any) -> InFlight:
 def test_the_sampler_backs_off_above_max_overhead_and_logs_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    frame = sys._getframe()
-    # Each tick reads the clock before and after: 0.2 s of a 1 s window is sampling.
-    clock = ScriptedClock(0.0, 1.0, 1.2, 2.0, 2.2, 3.0, 3.0, 4.0, 4.0)
+    stack = stack_of(frames_of(sys._getframe()))
+    # A tick a second, each reading the sampler thread's CPU clock before and after:
+    # 0.2 s of CPU in a 1 s window is sampling, then nothing.
+    cpu = ScriptedClock(0.0, 0.2, 0.2, 0.4, 0.4)
     sampler = Sampler(
         active={},
-        clock=clock,
-        stacks=lambda ids, hint: (1, {threading.get_ident(): frames_of(frame)}),
+        clock=ScriptedClock(0.0, 1.0, 2.0, 3.0, 4.0),
+        cpu_clock=cpu,
+        stacks=lambda ids, hint: (1, {threading.get_ident(): stack}),
     )
     sampler.configure(0.005, 0.05)
     record = sampled_call(sampler)
@@ -581,18 +584,17 @@ def test_samples_are_taken_with_the_injected_clock_and_stacks() -> None:
     def job() -> Any:
         return sys._getframe()
 
-    frame = job()
-    clock = ScriptedClock(0.0, 0.01, 0.01, 0.03, 0.03)
+    stack = stack_of(frames_of(job()))
     sampler = Sampler(
         active={},
-        clock=clock,
-        stacks=lambda ids, hint: (1, {threading.get_ident(): frames_of(frame)}),
+        clock=ScriptedClock(0.0, 0.01, 0.03),
+        stacks=lambda ids, hint: (1, {threading.get_ident(): stack}),
     )
     record = sampled_call(sampler)
     assert sampler.tick() and sampler.tick()
     m = record.measurement
     assert m is not None and m.sample_count == 2
-    assert sum(m.stacks.values()) == pytest.approx(0.03)  # from the arm point at 0.0
+    assert sum(m.stacks.values()) == pytest.approx(0.03)  # from the start at 0.0
     assert any(info.startswith("job\x00") for stack in m.stacks for info in stack)
 
 

@@ -19,6 +19,7 @@ from ._options import PerfAlertOptions
 from .cli import perfalert_cli
 from .monitor import AppMonitor
 from .profiling import session as profile_session
+from .profiling import stacks
 from .profiling.sampler import SAMPLER
 from .profiling.state import ACTIVE, InFlight, TimerState, WatchCall, request_on, request_with
 from .profiling.timer import install_timer, stop_profiler, timer_state, watch_record
@@ -332,6 +333,12 @@ def _check_pyinstrument_once() -> None:
     if _checked:
         return
     _checked = True
+    if stacks.UNAVAILABLE is not None:
+        logger.warning(
+            "Flask-PerfAlert: %s. Slow requests still alert, without a call tree "
+            '(PERFALERT_PROFILER="pyinstrument" profiles each request instead, at its cost).',
+            stacks.UNAVAILABLE,
+        )
     try:
         profile_session.check_compatible()
     except Exception as exc:

@@ -89,6 +89,10 @@ _ALLOCATION_MARGIN = 16
 #: Frames of one thread read by one guarded read.
 _FRAMES_PER_READ = 32
 
+#: The last read refused because the gc threshold leaves no room for it at all:
+#: (the threshold, the threshold it would need), or None.
+too_small: tuple[int, int] | None = None
+
 Frames = tuple[FrameType, ...]
 #: How many threads the process has, and the frames of the threads asked for.
 ThreadStacks = tuple[int, dict[int, Frames]]
@@ -148,6 +152,8 @@ def _guarded(read: Callable[[], Any], threads: int, threads_asked: int = 1) -> A
     allocations = threads + threads_asked * (_FRAMES_PER_READ + 1) + _ALLOCATION_MARGIN
     limit = threshold - allocations
     if limit <= _ALLOCATION_MARGIN:
+        global too_small
+        too_small = (threshold, allocations + _ALLOCATION_MARGIN)
         return None
     for _ in range(2):
         # (limit,) > gc.get_count() holds when the young count is below limit; the

@@ -49,6 +49,8 @@ class Measurement:
         "cpu_clock",
         "cpu_first",
         "cpu_last",
+        "refused",
+        "refusal",
     )
 
     def __init__(
@@ -76,16 +78,26 @@ class Measurement:
         #: The thread's CPU clock (not for greenlets, which share their thread's).
         self.cpu_clock = _cpu_clock(cpu_thread)
         self.cpu_first = self.cpu_last = 0.0
+        #: Reads refused while this work was armed, and why (if more than a moment).
+        self.refused = 0
+        self.refusal: str | None = None
 
     def add_sample(self, stack: tuple[str, ...], now: float) -> None:
-        """Count ``stack`` for the time since the previous sample (or the arm point)."""
+        """Count ``stack`` for the time since the previous sample.
+
+        The first sample is counted from the start of the work: the time before
+        the arm point, never sampled, goes to the stack the work had when sampling
+        began, its best estimate (without it, every share in the profile would be
+        off by the unsampled start).
+        """
         if self.cpu_clock is not None:
             try:
                 self.cpu_last = time.clock_gettime(self.cpu_clock)
             except OSError:  # the thread has just ended
                 self.cpu_clock = None
         if self.sample_count == 0:
-            self.first_sample_at = previous = self.arm_at
+            self.first_sample_at = self.arm_at
+            previous = self.start
             self.cpu_first = self.cpu_last
         else:
             previous = self.last_sample_at

@@ -17,6 +17,7 @@ from pyinstrument import Profiler
 
 from . import session as _session
 from .session import combine, session_from_samples
+from .stacks import UNAVAILABLE
 
 if TYPE_CHECKING:
     from pyinstrument.session import Session
@@ -50,7 +51,7 @@ class ProfilingPolicy:
         self.sample_after = settings.sample_after
         self.interval = settings.sample_interval
         #: Whether the sampler takes stacks (it also keeps request objects in every mode).
-        self.samples = self.mode == "sampling"
+        self.samples = self.mode == "sampling" and UNAVAILABLE is None
 
     def start_pyinstrument(self) -> Profiler | None:
         # async_mode="disabled" lets a watched function nested in a profiled request
@@ -103,31 +104,36 @@ class ProfilingPolicy:
                 session, "Profiled by pyinstrument for the whole duration (exact call tree)."
             )
         m = measurement
+        if UNAVAILABLE is not None:
+            return ProfileResult(None, f"No profile: {UNAVAILABLE}.")
         if m is None or m.sample_count < MIN_SAMPLES:
             count = 0 if m is None else m.sample_count
             arm = duration * self.sample_after if m is None else m.arm_at - start
+            why = ""
+            if m is not None and m.refusal is not None:
+                why = f" Stacks could not be read safely {m.refused} times: {m.refusal}."
             return ProfileResult(
                 None,
                 f"No profile: too few samples ({count}); sampling starts {arm:.3f}s "
-                f"into the work, every {self.interval * 1000:.0f} ms.",
+                f"into the work, every {self.interval * 1000:.0f} ms.{why}",
             )
-        covered_from = m.first_sample_at - start
+        sampled_from = m.first_sample_at - start
         covered_to = m.last_sample_at - start
-        share = (covered_to - covered_from) / duration if duration > 0 else 0.0
+        share = covered_to / duration if duration > 0 else 0.0
         # The sampler waits for the interpreter lock, so samples may come later
         # than asked; say how often they really came.
-        every = (covered_to - covered_from) / m.sample_count
+        every = (covered_to - sampled_from) / max(m.sample_count - 1, 1)
         note = (
             f"Sampled every {m.interval * 1000:.0f} ms ({every * 1000:.0f} ms on average) "
-            f"from {covered_from:.3f}s to "
-            f"{covered_to:.3f}s of {duration:.3f}s ({share:.0%} of the time); the first "
-            f"{covered_from:.3f}s were not sampled. {C_TIME_NOTE}"
+            f"from {sampled_from:.3f}s to {covered_to:.3f}s of {duration:.3f}s; the first "
+            f"{sampled_from:.3f}s, before sampling starts, are counted to the first "
+            f"sample's stack ({share:.0%} of the time in the profile). {C_TIME_NOTE}"
         )
         wall_start = wall_time(start)
         session = session_from_samples(
             m.stacks.items(),
-            start_time=wall_start + covered_from,
-            duration=covered_to - covered_from,
+            start_time=wall_start,
+            duration=covered_to,
             interval=m.interval,
             sample_count=m.sample_count,
             description=description,

@@ -28,9 +28,11 @@ from typing import Any
 from flask import Request
 
 from .._fork import after_fork_in_child
-from ._threads import Frames, OSThreads, ThreadStacks, greenlet_frames, read_stacks
+from . import stacks as _stacks
+from ._threads import OSThreads
 from .measurement import Measurement
-from .session import stack_of
+from .session import from_code
+from .stacks import Stack, ThreadStacks
 from .state import ACTIVE, InFlight
 
 logger = logging.getLogger("flask_perfalert")
@@ -47,24 +49,31 @@ MIN_SLEEP = 0.001
 Clock = Callable[[], float]
 #: Reads the stacks of the given threads (and the number of threads), or None if not now.
 StacksSource = Callable[[Sequence[int], int], "ThreadStacks | None"]
+#: Reads a suspended greenlet's stack ((): it runs or ended), or None if not now.
+GreenletSource = Callable[[Any], "Stack | None"]
 
 
 class Sampler:
     """Samples the stacks of the work in ``active`` that has passed its arm point.
 
-    ``clock`` and ``stacks`` are injectable: tests drive :meth:`tick` with a
-    fake clock and stacks of their own, without a thread.
+    ``clock``, ``cpu_clock`` (this thread's CPU time, which the overhead control
+    counts) and ``stacks`` are injectable: tests drive :meth:`tick` with fake
+    clocks and stacks of their own, without a thread.
     """
 
     def __init__(
         self,
         active: dict[int, InFlight] | None = None,
         clock: Clock = time.perf_counter,
-        stacks: StacksSource = read_stacks,
+        stacks: StacksSource = _stacks.read_stacks,
+        cpu_clock: Clock = time.thread_time,
+        greenlet_stack: GreenletSource = _stacks.greenlet_stack,
     ) -> None:
         self.active = ACTIVE if active is None else active
         self.clock = clock
+        self.cpu_clock = cpu_clock
         self.read_stacks = stacks
+        self.greenlet_stack = greenlet_stack
         self.interval = self.base_interval = 0.005
         self.max_overhead = 0.05
         self.idle_poll = IDLE_POLL
@@ -81,8 +90,11 @@ class Sampler:
         self.os: OSThreads | None = None
         #: Held while the thread sleeps; released to wake it early (new settings).
         self._wakeup: Any = None
-        #: Samples taken, and the time spent sampling, for overhead control and stats.
+        #: Samples taken, and the CPU time spent sampling, for overhead control and stats.
         self.samples_taken = 0
+        #: Reads refused because stacks could not be read safely at that moment.
+        self.reads_refused = 0
+        self._refusal_logged = False
         self.backed_off = False
         self._window_start = self.clock()
         self._window_cost = 0.0
@@ -156,6 +168,7 @@ class Sampler:
         True while some armed work waits for its next sample.
         """
         now = self.clock()
+        cpu_start = self.cpu_clock()
         due = now >= self._next_sample
         armed = False
         work: list[tuple[InFlight, Measurement]] = []
@@ -174,61 +187,60 @@ class Sampler:
                 work.append((record, m))
         sampled: list[Any] = []
         read = self.read_stacks(_threads_of(work), self._threads_seen) if work else None
-        if read is not None:  # None: not safe to read stacks now; the next tick will
-            self._threads_seen, frames = read
-            stacks: dict[int, tuple[str, ...]] = {}
+        if read is not None:
+            self._threads_seen, stacks = read
             for record, m in work:
-                stack = self._stack(record, m, frames, stacks)
+                stack = self._stack(record, m, stacks)
                 if stack is None:
                     continue
                 m.interval = self.interval
                 m.add_sample(stack, now)
                 self.samples_taken += 1
                 sampled.append(record.timer.stats)
+        elif work:  # not safe to read stacks now; the next tick tries again
+            self._refused(work)
         if sampled:
             self._next_sample = now + self.interval
-        cost = self.clock() - now
-        # Each app's counters carry the share of the sampler's time spent on its work.
+        cost = max(self.cpu_clock() - cpu_start, 0.0)
+        # Each app's counters carry the share of the sampler's CPU time spent on its work.
         for stats in sampled:
             stats.sampler_seconds += cost / len(sampled)
         self._control_overhead(now, cost)
         return armed
 
-    def _stack(
-        self,
-        record: InFlight,
-        m: Measurement,
-        frames: dict[int, Frames],
-        stacks: dict[int, tuple[str, ...]],
-    ) -> tuple[str, ...] | None:
+    def _refused(self, work: list[tuple[InFlight, Measurement]]) -> None:
+        self.reads_refused += 1
+        reason = _stacks.refusal()
+        for _, m in work:
+            m.refused += 1
+            if reason is not None:
+                m.refusal = reason
+        if reason is not None and not self._refusal_logged:
+            self._refusal_logged = True
+            logger.warning("Flask-PerfAlert cannot sample stacks now: %s.", reason)
+
+    def _stack(self, record: InFlight, m: Measurement, stacks: dict[int, Stack]) -> Stack | None:
         extras = record.extras
         linked = extras.linked_threads if extras is not None else ()
-        plain = m.stop_code is None and not linked
-        if plain:
-            cached = stacks.get(record.thread)
-            if cached is not None:
-                return cached
         greenlet = extras.greenlet if extras is not None else None
         if greenlet is not None:
             # A greenlet that is not running keeps its stack in gr_frame; the
             # running one's is its thread's current stack.
-            suspended = greenlet_frames(greenlet)
+            suspended = self.greenlet_stack(greenlet)
             if suspended is None:  # not safe to read now
                 return None
             own = suspended
             if not own:
                 if greenlet.dead:
                     return None
-                own = frames.get(extras.os_thread if extras is not None else 0, ())
+                own = stacks.get(extras.os_thread if extras is not None else 0, ())
         else:
-            own = frames.get(record.thread, ())
+            own = stacks.get(record.thread, ())
         if not own and not linked:
             return None
-        stack = stack_of(own, m.stop_code)
+        stack = own if m.stop_code is None else from_code(own, m.stop_code)
         for thread in linked:
-            stack += stack_of(frames.get(thread, ()))
-        if plain:
-            stacks[record.thread] = stack
+            stack += stacks.get(thread, ())
         return stack
 
     # -- arming -----------------------------------------------------------------------------
@@ -277,6 +289,11 @@ class Sampler:
 
     # -- overhead ---------------------------------------------------------------------------
     def _control_overhead(self, now: float, cost: float) -> None:
+        """Back off when the sampler's CPU time is above its share of one core.
+
+        ``cost`` is CPU time of this thread: time it waited for the interpreter
+        lock (which the app's threads used meanwhile) is not the sampler's cost.
+        """
         self._window_cost += cost
         elapsed = now - self._window_start
         if elapsed < 1.0:
@@ -287,7 +304,7 @@ class Sampler:
             self.interval = min(self.interval * 2, MAX_INTERVAL)
             if not self.backed_off:
                 logger.warning(
-                    "Flask-PerfAlert's sampler used %.1f%% of the time (limit %.1f%%): "
+                    "Flask-PerfAlert's sampler used %.1f%% of a CPU core (limit %.1f%%): "
                     "sampling every %.0f ms instead.",
                     share * 100,
                     self.max_overhead * 100,

@@ -35,39 +35,56 @@ from ._threads import frames_of
 _SEP = "\x00"
 _ATTR = "\x01"
 
-#: Identifiers by code object: building them is most of the cost of a sample.
-_identifier_cache: dict[CodeType, str] = {}
+#: Identifiers by the id of their code object (with the code object, so the id cannot
+#: be reused while it is a key): building them is most of the cost of a sample, and
+#: hashing a code object hashes its constants and bytecode on every look-up.
+_identifier_cache: dict[int, tuple[CodeType, str]] = {}
 _IDENTIFIER_CACHE_MAX = 20_000
 
 
 def _code_identifier(code: CodeType) -> str:
-    ident = _identifier_cache.get(code)
-    if ident is None:
-        qualname = getattr(code, "co_qualname", code.co_name)
-        ident = f"{code.co_name}{_SEP}{code.co_filename}{_SEP}{code.co_firstlineno}"
-        owner, _, _ = qualname.rpartition(".")
-        if owner and not owner.endswith("<locals>"):
-            ident += f"{_ATTR}c{owner.rpartition('.')[2]}"
-        if len(_identifier_cache) >= _IDENTIFIER_CACHE_MAX:
-            _identifier_cache.clear()
-        _identifier_cache[code] = ident
+    cached = _identifier_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    qualname = getattr(code, "co_qualname", code.co_name)
+    ident = f"{code.co_name}{_SEP}{code.co_filename}{_SEP}{code.co_firstlineno}"
+    owner, _, _ = qualname.rpartition(".")
+    if owner and not owner.endswith("<locals>"):
+        ident += f"{_ATTR}c{owner.rpartition('.')[2]}"
+    if len(_identifier_cache) >= _IDENTIFIER_CACHE_MAX:
+        _identifier_cache.clear()
+    _identifier_cache[id(code)] = (code, ident)
     return ident
 
 
-def stack_of(frames: Sequence[FrameType], stop_code: CodeType | None = None) -> tuple[str, ...]:
+def line_identifier(code: CodeType, line: int) -> str:
+    """The pyinstrument frame info of ``code`` running ``line``: the one definition.
+
+    The compiled stack reader calls it for each (code, line) it has not seen.
+    """
+    return f"{_code_identifier(code)}{_ATTR}l{line or 0}"
+
+
+def stack_of(frames: Sequence[FrameType]) -> tuple[str, ...]:
     """The stack of ``frames`` (innermost first) as pyinstrument frame infos, the root first.
 
-    Frames below ``stop_code`` (the callers of a watched function) are left out.
     Only ``f_code`` and ``f_lineno`` are read: they stay valid after a frame returns.
     """
-    infos: list[str] = []
-    for frame in frames:
-        code = frame.f_code
-        infos.append(f"{_code_identifier(code)}{_ATTR}l{frame.f_lineno or 0}")
-        if code is stop_code:
-            break
+    infos = [line_identifier(frame.f_code, frame.f_lineno or 0) for frame in frames]
     infos.reverse()
     return tuple(infos)
+
+
+def from_code(stack: tuple[str, ...], code: CodeType) -> tuple[str, ...]:
+    """``stack`` from the innermost frame of ``code`` on: a watched function's callers left out.
+
+    The whole stack when ``code`` is not in it.
+    """
+    prefix = f"{_code_identifier(code)}{_ATTR}l"
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i].startswith(prefix):
+            return stack[i:]
+    return stack
 
 
 def synthetic_identifier(label: str) -> str:

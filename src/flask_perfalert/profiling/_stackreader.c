@@ -1,0 +1,483 @@
+/* The compiled stack reader: other threads' stacks as frame identifiers.
+ *
+ * It walks the interpreter's own frame records of the threads asked for, with
+ * the GIL held and without making a single Python object while it walks: no
+ * frame object (CPython 3.11 and later make those lazily, and on 3.11 making
+ * one can start a garbage collection whose finalizers hand the GIL to the
+ * thread being read, see _threads.py), no allocation of any kind, no Python
+ * code.  So no other thread can run, return from a frame or free it meanwhile.
+ * Only once every frame is copied out -- each code object with a strong
+ * reference and its instruction offset, into memory of our own -- are
+ * identifiers made; then nothing points into another thread's frames.
+ *
+ * Identifiers come from a table keyed by (code object, line) that holds a
+ * strong reference to both the code object and its identifier, so a code
+ * object's address cannot be reused while it is a key.  A miss calls the
+ * Python factory set by set_identifier_factory(): the one definition of an
+ * identifier stays in session.py.
+ *
+ * Thread states are walked as sys._current_frames() walks them, holding the
+ * GIL; a thread state is unlinked only by a thread that holds the GIL, and one
+ * linked without it (PyGILState_Ensure on a new C thread) is put at the head,
+ * whole, before the head points to it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#if PY_VERSION_HEX >= 0x030B0000
+#  define Py_BUILD_CORE 1
+#  include "internal/pycore_frame.h"
+#  undef Py_BUILD_CORE
+#else
+#  include <frameobject.h>
+#endif
+
+#ifdef Py_GIL_DISABLED
+#  error "The compiled stack reader is not for free-threaded builds: there the sampler is off."
+#endif
+
+/* -- the frames copied out of a thread's stack ------------------------------------ */
+
+typedef struct {
+    PyCodeObject *code; /* strong reference */
+    int offset;         /* byte offset of the instruction, for PyCode_Addr2Line */
+} Copied;
+
+typedef struct {
+    Copied *items;
+    Py_ssize_t count;
+    Py_ssize_t capacity;
+} CopiedFrames;
+
+/* Raw allocation: it makes no Python object and cannot start a collection. */
+static int
+copied_push(CopiedFrames *frames, PyCodeObject *code, int offset)
+{
+    if (frames->count == frames->capacity) {
+        Py_ssize_t capacity = frames->capacity ? frames->capacity * 2 : 64;
+        Copied *items = PyMem_RawRealloc(frames->items, (size_t)capacity * sizeof(Copied));
+        if (items == NULL) {
+            return -1;
+        }
+        frames->items = items;
+        frames->capacity = capacity;
+    }
+    Py_INCREF(code);
+    frames->items[frames->count].code = code;
+    frames->items[frames->count].offset = offset;
+    frames->count++;
+    return 0;
+}
+
+static void
+copied_release(CopiedFrames *frames)
+{
+    for (Py_ssize_t i = 0; i < frames->count; i++) {
+        Py_DECREF(frames->items[i].code);
+    }
+    frames->count = 0;
+}
+
+/* -- walking, per CPython version ------------------------------------------------- */
+
+#if PY_VERSION_HEX >= 0x030B0000
+typedef _PyInterpreterFrame WalkFrame;
+
+static PyCodeObject *
+frame_code(WalkFrame *frame)
+{
+#  if PY_VERSION_HEX >= 0x030D0000
+    PyObject *executable = frame->f_executable;
+    return (executable != NULL && PyCode_Check(executable)) ? (PyCodeObject *)executable : NULL;
+#  else
+    return frame->f_code;
+#  endif
+}
+
+/* The frames sys._current_frames() and f_back would show: no C-stack shims, none
+ * that has not started its first instruction. */
+static int
+frame_is_shown(WalkFrame *frame)
+{
+#  if PY_VERSION_HEX >= 0x030C0000
+    if (frame->owner == FRAME_OWNED_BY_CSTACK) {
+        return 0;
+    }
+#  endif
+    if (frame_code(frame) == NULL) {
+        return 0;
+    }
+    return !_PyFrame_IsIncomplete(frame);
+}
+
+static WalkFrame *
+thread_top(PyThreadState *tstate)
+{
+#  if PY_VERSION_HEX >= 0x030D0000
+    return tstate->current_frame;
+#  else
+    return tstate->cframe != NULL ? tstate->cframe->current_frame : NULL;
+#  endif
+}
+
+static WalkFrame *
+frame_object_record(PyFrameObject *frame)
+{
+    return frame->f_frame;
+}
+
+static int
+copy_frames(WalkFrame *frame, CopiedFrames *out, Py_ssize_t limit)
+{
+    for (; frame != NULL && out->count < limit; frame = frame->previous) {
+        if (!frame_is_shown(frame)) {
+            continue;
+        }
+        int offset = _PyInterpreterFrame_LASTI(frame) * (int)sizeof(_Py_CODEUNIT);
+        if (copied_push(out, frame_code(frame), offset) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+#else /* 3.10: every frame is a frame object already; walking one makes nothing. */
+typedef PyFrameObject WalkFrame;
+
+static WalkFrame *
+thread_top(PyThreadState *tstate)
+{
+    return tstate->frame;
+}
+
+static WalkFrame *
+frame_object_record(PyFrameObject *frame)
+{
+    return frame;
+}
+
+static int
+copy_frames(WalkFrame *frame, CopiedFrames *out, Py_ssize_t limit)
+{
+    for (; frame != NULL && out->count < limit; frame = frame->f_back) {
+        /* f_lasti counts code units (two bytes) on 3.10; -1 before the first. */
+        int offset = frame->f_lasti < 0 ? -1 : frame->f_lasti * (int)sizeof(_Py_CODEUNIT);
+        if (copied_push(out, frame->f_code, offset) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+#endif
+
+/* -- identifiers by (code, line) --------------------------------------------------- */
+
+typedef struct {
+    PyCodeObject *code; /* strong reference; NULL: empty slot */
+    int line;
+    PyObject *identifier; /* strong reference */
+} Slot;
+
+#define TABLE_SIZE 32768 /* a power of two */
+#define TABLE_MAX_FILL 20000
+
+static Slot *table = NULL;
+static Py_ssize_t table_fill = 0;
+static PyObject *identifier_factory = NULL;
+/* Set while identifiers are made: the factory is Python code, during which another
+ * thread may call in; that call is refused (None) rather than see a half-made table. */
+static int busy = 0;
+static unsigned long long hits = 0, misses = 0;
+
+static size_t
+slot_of(PyCodeObject *code, int line)
+{
+    size_t h = (size_t)(uintptr_t)code;
+    h ^= h >> 17;
+    h = h * 0x9E3779B97F4A7C15ULL + (size_t)(unsigned int)line;
+    h ^= h >> 29;
+    return h & (TABLE_SIZE - 1);
+}
+
+static void
+table_clear(void)
+{
+    if (table == NULL) {
+        return;
+    }
+    /* Take the entries out first: a decref may run code (a weakref callback). */
+    Slot *old = table;
+    table = NULL;
+    table_fill = 0;
+    for (Py_ssize_t i = 0; i < TABLE_SIZE; i++) {
+        if (old[i].code != NULL) {
+            Py_DECREF(old[i].identifier);
+            Py_DECREF(old[i].code);
+        }
+    }
+    PyMem_RawFree(old);
+}
+
+/* A new reference to the identifier of (code, line), or NULL with an exception set. */
+static PyObject *
+identifier_of(PyCodeObject *code, int line)
+{
+    if (table == NULL) {
+        table = PyMem_RawCalloc(TABLE_SIZE, sizeof(Slot));
+        if (table == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    size_t i = slot_of(code, line);
+    while (table[i].code != NULL) {
+        if (table[i].code == code && table[i].line == line) {
+            hits++;
+            return Py_NewRef(table[i].identifier);
+        }
+        i = (i + 1) & (TABLE_SIZE - 1);
+    }
+    misses++;
+    if (identifier_factory == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no identifier factory set");
+        return NULL;
+    }
+    PyObject *identifier =
+        PyObject_CallFunction(identifier_factory, "Oi", (PyObject *)code, line);
+    if (identifier == NULL) {
+        return NULL;
+    }
+    if (!PyUnicode_Check(identifier)) {
+        Py_DECREF(identifier);
+        PyErr_SetString(PyExc_TypeError, "the identifier factory must return a str");
+        return NULL;
+    }
+    if (table_fill >= TABLE_MAX_FILL) {
+        table_clear();
+        table = PyMem_RawCalloc(TABLE_SIZE, sizeof(Slot));
+        if (table == NULL) {
+            Py_DECREF(identifier);
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    /* The factory ran Python code, but no other call could touch the table (busy). */
+    i = slot_of(code, line);
+    while (table[i].code != NULL) {
+        i = (i + 1) & (TABLE_SIZE - 1);
+    }
+    table[i].code = (PyCodeObject *)Py_NewRef((PyObject *)code);
+    table[i].line = line;
+    table[i].identifier = Py_NewRef(identifier);
+    table_fill++;
+    return identifier;
+}
+
+/* The copied frames as a tuple of identifiers, the root first. */
+static PyObject *
+identifiers_of(CopiedFrames *frames)
+{
+    PyObject *stack = PyTuple_New(frames->count);
+    if (stack == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < frames->count; k++) {
+        Copied *copied = &frames->items[k];
+        int line = copied->offset < 0 ? copied->code->co_firstlineno
+                                      : PyCode_Addr2Line(copied->code, copied->offset);
+        PyObject *identifier = identifier_of(copied->code, line < 0 ? 0 : line);
+        if (identifier == NULL) {
+            Py_DECREF(stack);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(stack, frames->count - 1 - k, identifier);
+    }
+    return stack;
+}
+
+/* -- the module's functions ---------------------------------------------------------- */
+
+static PyObject *
+read_stacks(PyObject *module, PyObject *args)
+{
+    PyObject *wanted;
+    Py_ssize_t limit = 10000;
+    if (!PyArg_ParseTuple(args, "O!|n:read_stacks", &PyTuple_Type, &wanted, &limit)) {
+        return NULL;
+    }
+    Py_ssize_t asked = PyTuple_GET_SIZE(wanted);
+    if (asked > 256) {
+        PyErr_SetString(PyExc_ValueError, "at most 256 threads at a time");
+        return NULL;
+    }
+    unsigned long ids[256];
+    for (Py_ssize_t i = 0; i < asked; i++) {
+        ids[i] = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(wanted, i));
+        if (ids[i] == (unsigned long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (busy) {
+        Py_RETURN_NONE;
+    }
+    busy = 1;
+    CopiedFrames frames[256];
+    int found[256];
+    memset(frames, 0, sizeof(CopiedFrames) * (size_t)asked);
+    memset(found, 0, sizeof(int) * (size_t)asked);
+    long threads = 0;
+    int failed = 0;
+
+    /* Walking: nothing below makes a Python object or runs Python code. */
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t != NULL;
+         t = PyThreadState_Next(t)) {
+        threads++;
+        for (Py_ssize_t i = 0; i < asked && !failed; i++) {
+            if (t->thread_id == ids[i] && !found[i]) {
+                found[i] = 1;
+                if (copy_frames(thread_top(t), &frames[i], limit) < 0) {
+                    failed = 1;
+                }
+            }
+        }
+    }
+
+    /* Only our copies from here on. */
+    PyObject *result = NULL;
+    PyObject *stacks = NULL;
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    stacks = PyDict_New();
+    if (stacks == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < asked; i++) {
+        if (!found[i]) {
+            continue;
+        }
+        PyObject *stack = identifiers_of(&frames[i]);
+        if (stack == NULL) {
+            goto done;
+        }
+        int set = PyDict_SetItem(stacks, PyTuple_GET_ITEM(wanted, i), stack);
+        Py_DECREF(stack);
+        if (set < 0) {
+            goto done;
+        }
+    }
+    result = Py_BuildValue("(lO)", threads, stacks);
+done:
+    Py_XDECREF(stacks);
+    for (Py_ssize_t i = 0; i < asked; i++) {
+        copied_release(&frames[i]);
+        PyMem_RawFree(frames[i].items);
+    }
+    busy = 0;
+    return result;
+}
+
+static PyObject *
+read_frame(PyObject *module, PyObject *args)
+{
+    PyObject *frame;
+    Py_ssize_t limit = 10000;
+    if (!PyArg_ParseTuple(args, "O|n:read_frame", &frame, &limit)) {
+        return NULL;
+    }
+    if (frame == Py_None) {
+        return PyTuple_New(0);
+    }
+    if (!PyFrame_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "read_frame() needs a frame or None");
+        return NULL;
+    }
+    if (busy) {
+        Py_RETURN_NONE;
+    }
+    busy = 1;
+    CopiedFrames frames = {NULL, 0, 0};
+    PyObject *result = NULL;
+    if (copy_frames(frame_object_record((PyFrameObject *)frame), &frames, limit) < 0) {
+        PyErr_NoMemory();
+    }
+    else {
+        result = identifiers_of(&frames);
+    }
+    copied_release(&frames);
+    PyMem_RawFree(frames.items);
+    busy = 0;
+    return result;
+}
+
+static PyObject *
+set_identifier_factory(PyObject *module, PyObject *factory)
+{
+    if (!PyCallable_Check(factory)) {
+        PyErr_SetString(PyExc_TypeError, "the identifier factory must be callable");
+        return NULL;
+    }
+    if (busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the reader is in use");
+        return NULL;
+    }
+    busy = 1;
+    table_clear();
+    Py_XSETREF(identifier_factory, Py_NewRef(factory));
+    busy = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cache_info(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("{s:n,s:K,s:K}", "size", table_fill, "hits", hits, "misses", misses);
+}
+
+static PyObject *
+clear_cache(PyObject *module, PyObject *unused)
+{
+    if (busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the reader is in use");
+        return NULL;
+    }
+    busy = 1;
+    table_clear();
+    hits = misses = 0;
+    busy = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"read_stacks", read_stacks, METH_VARARGS,
+     "read_stacks(thread_ids, limit=10000) -> (thread count, {thread id: identifiers})\n\n"
+     "The stacks of the threads asked for that exist, as frame identifiers, the root\n"
+     "first, at most limit frames each (the innermost); None if another read runs."},
+    {"read_frame", read_frame, METH_VARARGS,
+     "read_frame(frame, limit=10000) -> identifiers\n\n"
+     "frame and its callers as frame identifiers, the root first; None if another read runs."},
+    {"set_identifier_factory", set_identifier_factory, METH_O,
+     "set_identifier_factory(factory): factory(code, line) -> str makes identifiers."},
+    {"cache_info", cache_info, METH_NOARGS, "cache_info() -> {size, hits, misses}"},
+    {"clear_cache", clear_cache, METH_NOARGS, "Forget every identifier made."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "_stackreader",
+    "Other threads' stacks as frame identifiers, read without making frame objects.",
+    -1,
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__stackreader(void)
+{
+    return PyModule_Create(&module_def);
+}
