@@ -10,10 +10,11 @@
  * reference and its instruction offset, into memory of our own -- are
  * identifiers made; then nothing points into another thread's frames.
  *
- * Identifiers come from a table keyed by (code object, line) that holds a
- * strong reference to both the code object and its identifier, so a code
- * object's address cannot be reused while it is a key.  A miss calls the
- * Python factory set by set_identifier_factory(): the one definition of an
+ * Identifiers come from a table keyed by (code object, instruction offset)
+ * that holds a strong reference to both the code object and its identifier,
+ * so a code object's address cannot be reused while it is a key, and a hit
+ * needs no line-table look-up.  A miss finds the line and calls the Python
+ * factory set by set_identifier_factory(): the one definition of an
  * identifier stays in session.py.
  *
  * Thread states are walked as sys._current_frames() walks them, holding the
@@ -169,11 +170,11 @@ copy_frames(WalkFrame *frame, CopiedFrames *out, Py_ssize_t limit)
 }
 #endif
 
-/* -- identifiers by (code, line) --------------------------------------------------- */
+/* -- identifiers by (code, offset) ------------------------------------------------- */
 
 typedef struct {
     PyCodeObject *code; /* strong reference; NULL: empty slot */
-    int line;
+    int offset;
     PyObject *identifier; /* strong reference */
 } Slot;
 
@@ -189,11 +190,11 @@ static int busy = 0;
 static unsigned long long hits = 0, misses = 0;
 
 static size_t
-slot_of(PyCodeObject *code, int line)
+slot_of(PyCodeObject *code, int offset)
 {
     size_t h = (size_t)(uintptr_t)code;
     h ^= h >> 17;
-    h = h * 0x9E3779B97F4A7C15ULL + (size_t)(unsigned int)line;
+    h = h * 0x9E3779B97F4A7C15ULL + (size_t)(unsigned int)offset;
     h ^= h >> 29;
     return h & (TABLE_SIZE - 1);
 }
@@ -217,9 +218,9 @@ table_clear(void)
     PyMem_RawFree(old);
 }
 
-/* A new reference to the identifier of (code, line), or NULL with an exception set. */
+/* A new reference to the identifier of code at offset, or NULL with an exception set. */
 static PyObject *
-identifier_of(PyCodeObject *code, int line)
+identifier_of(PyCodeObject *code, int offset)
 {
     if (table == NULL) {
         table = PyMem_RawCalloc(TABLE_SIZE, sizeof(Slot));
@@ -228,21 +229,22 @@ identifier_of(PyCodeObject *code, int line)
             return NULL;
         }
     }
-    size_t i = slot_of(code, line);
+    size_t i = slot_of(code, offset);
     while (table[i].code != NULL) {
-        if (table[i].code == code && table[i].line == line) {
+        if (table[i].code == code && table[i].offset == offset) {
             hits++;
             return Py_NewRef(table[i].identifier);
         }
         i = (i + 1) & (TABLE_SIZE - 1);
     }
     misses++;
+    int line = offset < 0 ? code->co_firstlineno : PyCode_Addr2Line(code, offset);
     if (identifier_factory == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "no identifier factory set");
         return NULL;
     }
     PyObject *identifier =
-        PyObject_CallFunction(identifier_factory, "Oi", (PyObject *)code, line);
+        PyObject_CallFunction(identifier_factory, "Oi", (PyObject *)code, line < 0 ? 0 : line);
     if (identifier == NULL) {
         return NULL;
     }
@@ -261,12 +263,12 @@ identifier_of(PyCodeObject *code, int line)
         }
     }
     /* The factory ran Python code, but no other call could touch the table (busy). */
-    i = slot_of(code, line);
+    i = slot_of(code, offset);
     while (table[i].code != NULL) {
         i = (i + 1) & (TABLE_SIZE - 1);
     }
     table[i].code = (PyCodeObject *)Py_NewRef((PyObject *)code);
-    table[i].line = line;
+    table[i].offset = offset;
     table[i].identifier = Py_NewRef(identifier);
     table_fill++;
     return identifier;
@@ -282,9 +284,7 @@ identifiers_of(CopiedFrames *frames)
     }
     for (Py_ssize_t k = 0; k < frames->count; k++) {
         Copied *copied = &frames->items[k];
-        int line = copied->offset < 0 ? copied->code->co_firstlineno
-                                      : PyCode_Addr2Line(copied->code, copied->offset);
-        PyObject *identifier = identifier_of(copied->code, line < 0 ? 0 : line);
+        PyObject *identifier = identifier_of(copied->code, copied->offset);
         if (identifier == NULL) {
             Py_DECREF(stack);
             return NULL;
@@ -411,6 +411,112 @@ read_frame(PyObject *module, PyObject *args)
     return result;
 }
 
+/* The frame of a suspended generator or coroutine: 1 copied, 0 not suspended (created
+ * or ended: the chain ends), -1 it runs (its frames are on a thread's stack). */
+static int
+copy_suspended(PyObject *gen, CopiedFrames *out)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    int8_t state = ((PyGenObject *)gen)->gi_frame_state;
+    if (state == FRAME_EXECUTING) {
+        return -1;
+    }
+#  if PY_VERSION_HEX >= 0x030D0000
+    int suspended = FRAME_STATE_SUSPENDED(state);
+#  else
+    int suspended = state == FRAME_SUSPENDED;
+#  endif
+    if (!suspended) {
+        return 0;
+    }
+    WalkFrame *frame = (WalkFrame *)((PyGenObject *)gen)->gi_iframe;
+    PyCodeObject *code = frame_code(frame);
+    if (code == NULL) {
+        return 0;
+    }
+    int offset = _PyInterpreterFrame_LASTI(frame) * (int)sizeof(_Py_CODEUNIT);
+#else
+    PyFrameObject *frame = ((PyGenObject *)gen)->gi_frame;
+    if (frame == NULL || frame->f_lasti < 0) {
+        return 0;
+    }
+    if (frame->f_state == FRAME_EXECUTING) {
+        return -1;
+    }
+    PyCodeObject *code = frame->f_code;
+    int offset = frame->f_lasti * (int)sizeof(_Py_CODEUNIT);
+#endif
+    return copied_push(out, code, offset) < 0 ? -2 : 1;
+}
+
+static PyObject *
+read_awaiting(PyObject *module, PyObject *args)
+{
+    PyObject *coroutine;
+    Py_ssize_t limit = 50;
+    if (!PyArg_ParseTuple(args, "O|n:read_awaiting", &coroutine, &limit)) {
+        return NULL;
+    }
+    if (busy) {
+        Py_RETURN_NONE;
+    }
+    busy = 1;
+    CopiedFrames frames = {NULL, 0, 0};
+    PyObject *result = NULL;
+    int running = 0;
+    /* Coroutines that are suspended are on no thread's stack, and none can resume
+     * while this runs: it holds the GIL and runs no Python code. Their awaited
+     * objects come from C getters that make no frame object. */
+    PyObject *current = Py_NewRef(coroutine);
+    while (frames.count < limit) {
+        const char *awaits;
+        if (PyCoro_CheckExact(current)) {
+            awaits = "cr_await";
+        }
+        else if (PyGen_CheckExact(current)) {
+            awaits = "gi_yieldfrom";
+        }
+        else {
+            break; /* a future, or the end of the chain */
+        }
+        int copied = copy_suspended(current, &frames);
+        if (copied == -2) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (copied == -1) {
+            running = 1;
+            break;
+        }
+        if (copied == 0) {
+            break;
+        }
+        PyObject *next = PyObject_GetAttrString(current, awaits);
+        if (next == NULL) {
+            goto done;
+        }
+        Py_SETREF(current, next);
+    }
+    if (running) {
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        /* innermost last: the copies are in await order, the coroutine first */
+        for (Py_ssize_t i = 0, j = frames.count - 1; i < j; i++, j--) {
+            Copied swap = frames.items[i];
+            frames.items[i] = frames.items[j];
+            frames.items[j] = swap;
+        }
+        result = identifiers_of(&frames);
+    }
+done:
+    Py_DECREF(current);
+    copied_release(&frames);
+    PyMem_RawFree(frames.items);
+    busy = 0;
+    return result;
+}
+
 static PyObject *
 set_identifier_factory(PyObject *module, PyObject *factory)
 {
@@ -457,6 +563,9 @@ static PyMethodDef methods[] = {
     {"read_frame", read_frame, METH_VARARGS,
      "read_frame(frame, limit=10000) -> identifiers\n\n"
      "frame and its callers as frame identifiers, the root first; None if another read runs."},
+    {"read_awaiting", read_awaiting, METH_VARARGS,
+     "read_awaiting(coroutine, limit=50) -> identifiers\n\n"
+     "A suspended coroutine and what it awaits, the coroutine first; None while it runs."},
     {"set_identifier_factory", set_identifier_factory, METH_O,
      "set_identifier_factory(factory): factory(code, line) -> str makes identifiers."},
     {"cache_info", cache_info, METH_NOARGS, "cache_info() -> {size, hits, misses}"},
