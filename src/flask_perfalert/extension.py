@@ -311,9 +311,12 @@ def _install_async_link(app: Flask, perf: PerfAlert) -> None:
             extras = record.more()
             extras.linked_threads.append(thread)
             profiler = policy.start_pyinstrument() if policy.mode == "pyinstrument" else None
+            coroutine = func(*args, **kwargs)
+            extras.awaiting.append(coroutine)
             try:
-                return await func(*args, **kwargs)
+                return await coroutine
             finally:
+                extras.awaiting.remove(coroutine)
                 extras.linked_threads.remove(thread)
                 session = policy.stop(profiler)
                 if session is not None:

@@ -138,6 +138,14 @@ def greenlet_frames(greenlet: Any) -> Frames | None:
     return _read_on(frames)
 
 
+def guarded_attribute(obj: Any, name: str) -> Any:
+    """``getattr(obj, name)`` for an attribute that may make a frame object (see above).
+
+    None when it cannot be read safely now.
+    """
+    return _guarded(functools.partial(operator.attrgetter(name), obj), 0)
+
+
 def _guarded(read: Callable[[], Any], threads: int, threads_asked: int = 1) -> Any:
     """``read()`` (a C callable), or None when the objects it makes could start a collection.
 

@@ -90,7 +90,9 @@ class Measurement:
         began, its best estimate (without it, every share in the profile would be
         off by the unsampled start).
         """
-        if self.cpu_clock is not None:
+        # The work's CPU time: a system call, so read at the first sample and every
+        # eighth after it (the last reading is at most eight samples old).
+        if self.cpu_clock is not None and not self.sample_count & 7:
             try:
                 self.cpu_last = time.clock_gettime(self.cpu_clock)
             except OSError:  # the thread has just ended

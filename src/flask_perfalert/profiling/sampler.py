@@ -19,6 +19,7 @@ knows of none.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -239,8 +240,15 @@ class Sampler:
         if not own and not linked:
             return None
         stack = own if m.stop_code is None else from_code(own, m.stop_code)
-        for thread in linked:
-            stack += stacks.get(thread, ())
+        awaiting = extras.awaiting if extras is not None else ()
+        for thread, coroutine in itertools.zip_longest(linked, list(awaiting)):
+            # An async view that awaits is on no stack: the event loop's thread
+            # only waits for events; the view's time is its await's.
+            suspended = None if coroutine is None else _stacks.awaiting_stack(coroutine)
+            if suspended:
+                stack += suspended
+            elif thread is not None:
+                stack += stacks.get(thread, ())
         return stack
 
     # -- arming -----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import os
 import sys
 import sysconfig
 from collections.abc import Sequence
-from types import ModuleType
+from types import CoroutineType, GeneratorType, ModuleType
 from typing import Any
 
 from . import _threads
@@ -35,6 +35,8 @@ from .session import line_identifier, stack_of
 logger = logging.getLogger("flask_perfalert")
 
 Stack = tuple[str, ...]
+#: Coroutines of one await chain read at most.
+_AWAIT_DEPTH = 50
 #: How many threads the process has, and the stacks of the threads asked for.
 ThreadStacks = tuple[int, dict[int, Stack]]
 
@@ -104,6 +106,36 @@ def greenlet_stack(greenlet: Any) -> Stack | None:
         return stack
     frames = _threads.greenlet_frames(greenlet)
     return None if frames is None else stack_of(frames)
+
+
+def awaiting_stack(coroutine: Any) -> Stack | None:
+    """What a suspended coroutine awaits, the coroutine first; None while it runs.
+
+    Its frames are then on no thread's stack: the compiled reader reads each
+    coroutine of the await chain from the interpreter's record of it; the
+    pure-Python reader from its frame object (one each, made under the same
+    guard as its stack reads on CPython 3.11).
+    """
+    if _compiled is not None:
+        read: Stack | None = _compiled.read_awaiting(coroutine, _AWAIT_DEPTH)
+        return read
+    stack: list[str] = []
+    current = coroutine
+    for _ in range(_AWAIT_DEPTH):
+        if isinstance(current, CoroutineType):
+            running, attribute, awaits = current.cr_running, "cr_frame", "cr_await"
+        elif isinstance(current, GeneratorType):  # a generator-based coroutine, yield from
+            running, attribute, awaits = current.gi_running, "gi_frame", "gi_yieldfrom"
+        else:  # a future, or the end of the chain
+            break
+        if running:
+            return None
+        frame = _threads.guarded_attribute(current, attribute)
+        if frame is None:
+            break
+        stack.append(line_identifier(frame.f_code, frame.f_lineno or 0))
+        current = getattr(current, awaits)
+    return tuple(stack)
 
 
 def own_stack() -> Stack:

@@ -140,6 +140,7 @@ class Extras:
     __slots__ = (
         "request",
         "linked_threads",
+        "awaiting",
         "deferred",
         "profiler",
         "session",
@@ -154,6 +155,9 @@ class Extras:
         self.request: Request | None = None
         #: Other threads doing this request's work (the event loop of an async view).
         self.linked_threads: list[int] = []
+        #: The coroutines of an async view running there: while one awaits, its
+        #: frames are on no thread's stack, and the sampler reads them from it.
+        self.awaiting: list[Any] = []
         #: Slow watched calls made during the request, handed on after it: (record, end).
         self.deferred: list[tuple[InFlight, float]] = []
         #: The pyinstrument profiler of the work (pyinstrument mode), then its session,
