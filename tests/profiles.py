@@ -25,4 +25,5 @@ def call_tree_functions(event: SlowRequestEvent) -> list[str]:
         frame = stack.pop()
         names.append(frame.function)
         stack.extend(frame.children)
+        frame.parent = None  # freed at once, not at the next full collection
     return names

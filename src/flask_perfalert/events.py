@@ -183,6 +183,10 @@ def hot_frames(session: Session, limit: int = 5) -> list[HotFrame]:
     while stack:
         frame = stack.pop()
         stack.extend(frame.children)
+        # The tree is made for this count only: without the links back to the parent
+        # it is freed at once instead of waiting, with every frame of a deep profile,
+        # for a full garbage collection (which an app busy allocating rarely gets to).
+        frame.parent = None
         if frame.is_synthetic:
             continue
         self_time = frame.total_self_time
