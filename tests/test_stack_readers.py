@@ -79,8 +79,10 @@ def test_both_readers_read_the_same_stack(compiled: ModuleType, depth: int) -> N
     functions = [info.split("\x00", 1)[0] for info in expected]
     assert functions[0] == "_bootstrap" and functions.count("recurse") == depth + 1
     assert functions[-1] == "wait" and "generate" in functions
-    # The method's class is in its identifier, as pyinstrument writes it.
-    assert any("\x01cParked" in info for info in expected if info.startswith("recurse\x00"))
+    if sys.version_info >= (3, 11):
+        # The method's class is in its identifier, as pyinstrument writes it; it comes
+        # from the code's qualified name, which Python 3.10 does not have.
+        assert any("\x01cParked" in info for info in expected if info.startswith("recurse\x00"))
 
 
 def test_a_thread_that_is_gone_or_unknown_is_left_out(compiled: ModuleType) -> None:
