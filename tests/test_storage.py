@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def failed_tries(caplog: pytest.LogCaptureFixture) -> int:
 
 
 def rows(path: Path) -> dict[str, float]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         return dict(conn.execute("SELECT key, expires FROM perfalert_claims").fetchall())
 
 
@@ -135,7 +136,7 @@ def test_sqlite_one_claim_per_window_and_the_file_is_private(
     assert store.claim("GET slow", WINDOW)
     assert set(rows(path)) == {"perfalert:GET slow", "perfalert:GET other"}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
 

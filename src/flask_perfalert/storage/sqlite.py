@@ -30,6 +30,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -349,7 +350,11 @@ class SQLiteStore:
             self._pid = pid
         if self._conn is None:
             self._owner = str(pid)
-            self._conn = self._open(self.busy_timeout)
+            self._conn = conn = self._open(self.busy_timeout)
+            # Closed when the store goes (an app built per test), not left to the
+            # connection's own collection, which Python 3.13 reports as a ResourceWarning.
+            # Not at exit: the last counters are sent then.
+            weakref.finalize(self, _close_in, pid, conn).atexit = False
         return self._conn
 
     def _open(self, timeout: float) -> sqlite3.Connection:
@@ -381,3 +386,12 @@ class SQLiteStore:
                 conn.close()
             except sqlite3.Error:
                 pass
+
+
+def _close_in(pid: int, conn: sqlite3.Connection) -> None:
+    """Close ``conn`` if this is the process that opened it (a fork child leaves it)."""
+    if os.getpid() == pid:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
