@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _instructions, _internals, _stores, apps
+from . import _instructions, _internals, _sample_cost, _stores, apps
 from ._wsgi import make_caller, process_time, trivial_wsgi_app
 
 perf_counter = time.perf_counter
@@ -369,6 +369,7 @@ TASKS = {
     "calibrate": task_calibrate,
     "instructions": _instructions.task_instructions,
     "stores": _stores.task_stores,
+    "sample_cost": _sample_cost.task_sample_cost,
 }
 
 

@@ -85,6 +85,58 @@ def test_both_readers_read_the_same_stack(compiled: ModuleType, depth: int) -> N
         assert any("\x01cParked" in info for info in expected if info.startswith("recurse\x00"))
 
 
+class Stepping:
+    """A thread that parks at one depth, then at another, then at the first again."""
+
+    def __init__(self, depths: tuple[int, ...]) -> None:
+        self.depths = depths
+        self.go = threading.Event()
+        self.parked = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self) -> None:
+        for depth in self.depths:
+            self.descend(depth)
+
+    def descend(self, n: int) -> None:
+        if n:
+            return self.descend(n - 1)
+        self.parked.set()
+        self.go.wait(10)
+        self.go.clear()
+
+    def next(self) -> None:
+        self.parked.clear()
+        self.go.set()
+        assert self.parked.wait(10)
+        time.sleep(0.01)
+
+
+def test_a_stack_that_changes_between_reads_is_read_as_it_is_now(compiled: ModuleType) -> None:
+    # The compiled reader reuses what a thread's stack shares with its previous read.
+    stepping = Stepping((30, 5, 30, 30))
+    stepping.thread.start()
+    assert stepping.parked.wait(10)
+    time.sleep(0.01)
+    ident = stepping.thread.ident
+    assert ident is not None
+    try:
+        for step in range(4):
+            first = compiled.read_stacks((ident,))
+            again = compiled.read_stacks((ident,))
+            frames = _threads.read_stacks((ident,), 4)
+            assert first is not None and again is not None and frames is not None
+            expected = stack_of(frames[1][ident])
+            assert first[1][ident] == again[1][ident] == expected
+            names = [info.split("\x00", 1)[0] for info in expected]
+            assert names.count("descend") == stepping.depths[step] + 1
+            if step < 3:
+                stepping.next()
+    finally:
+        stepping.go.set()
+        stepping.thread.join()
+
+
 def test_a_thread_that_is_gone_or_unknown_is_left_out(compiled: ModuleType) -> None:
     read = compiled.read_stacks((threading.get_ident(), 1))
     assert read is not None and set(read[1]) == {threading.get_ident()}
@@ -129,6 +181,11 @@ while time.time() < end:
         continue
     for stack in read[1].values():
         assert all(isinstance(info, str) and "\\x00" in info for info in stack), stack
+        # Whatever was reused from the thread's previous read, the stack is its own.
+        names = [info.split("\\x00", 1)[0] for info in stack]
+        if "app_thread" in names:
+            below = names[names.index("app_thread") + 1 :]
+            assert set(below) <= {"middle", "leaf", "<listcomp>"}, names
     reads += 1
 stop = True
 print(reads, refused)

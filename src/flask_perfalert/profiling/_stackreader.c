@@ -48,6 +48,7 @@ typedef struct {
     Copied *items;
     Py_ssize_t count;
     Py_ssize_t capacity;
+    int owned; /* the code objects are strong references (copied_own) */
 } CopiedFrames;
 
 /* Raw allocation: it makes no Python object and cannot start a collection. */
@@ -63,20 +64,53 @@ copied_push(CopiedFrames *frames, PyCodeObject *code, int offset)
         frames->items = items;
         frames->capacity = capacity;
     }
-    Py_INCREF(code);
+    if (frames->owned) {
+        Py_INCREF(code);
+    }
     frames->items[frames->count].code = code;
     frames->items[frames->count].offset = offset;
     frames->count++;
     return 0;
 }
 
+/* Take a strong reference to every code object copied so far, and to those copied
+ * from now on. Until then the copies borrow: valid only while no Python code runs
+ * and nothing is allocated (the frames' threads cannot run meanwhile). */
+static void
+copied_own(CopiedFrames *frames)
+{
+    if (!frames->owned) {
+        for (Py_ssize_t i = 0; i < frames->count; i++) {
+            Py_INCREF(frames->items[i].code);
+        }
+        frames->owned = 1;
+    }
+}
+
 static void
 copied_release(CopiedFrames *frames)
 {
-    for (Py_ssize_t i = 0; i < frames->count; i++) {
-        Py_DECREF(frames->items[i].code);
+    if (frames->owned) {
+        for (Py_ssize_t i = 0; i < frames->count; i++) {
+            Py_DECREF(frames->items[i].code);
+        }
     }
     frames->count = 0;
+    frames->owned = 0;
+}
+
+static int
+copied_equal(CopiedFrames *a, CopiedFrames *b)
+{
+    if (a->count != b->count) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < a->count; i++) {
+        if (a->items[i].code != b->items[i].code || a->items[i].offset != b->items[i].offset) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* -- walking, per CPython version ------------------------------------------------- */
@@ -274,24 +308,131 @@ identifier_of(PyCodeObject *code, int offset)
     return identifier;
 }
 
-/* The copied frames as a tuple of identifiers, the root first. */
+/* The copied frames as a tuple of identifiers, the root first. The first `reuse`
+ * of them (from the root) are those of `previous`, a stack read before. */
 static PyObject *
-identifiers_of(CopiedFrames *frames)
+identifiers_of_reusing(CopiedFrames *frames, PyObject *previous, Py_ssize_t reuse)
 {
     PyObject *stack = PyTuple_New(frames->count);
     if (stack == NULL) {
         return NULL;
     }
-    for (Py_ssize_t k = 0; k < frames->count; k++) {
-        Copied *copied = &frames->items[k];
+    for (Py_ssize_t k = 0; k < reuse; k++) {
+        PyTuple_SET_ITEM(stack, k, Py_NewRef(PyTuple_GET_ITEM(previous, k)));
+    }
+    for (Py_ssize_t k = reuse; k < frames->count; k++) {
+        Copied *copied = &frames->items[frames->count - 1 - k];
         PyObject *identifier = identifier_of(copied->code, copied->offset);
         if (identifier == NULL) {
             Py_DECREF(stack);
             return NULL;
         }
-        PyTuple_SET_ITEM(stack, frames->count - 1 - k, identifier);
+        PyTuple_SET_ITEM(stack, k, identifier);
     }
     return stack;
+}
+
+static PyObject *
+identifiers_of(CopiedFrames *frames)
+{
+    return identifiers_of_reusing(frames, NULL, 0);
+}
+
+/* -- the last stack read of each thread ---------------------------------------------- */
+
+/* A thread's stack changes little from one sample to the next: a thread that waits
+ * has the same stack, a busy one the same frames near the root. The last read of
+ * each thread is kept, its code objects as strong references (so an equal address is
+ * the same code object), with the tuple made of it: an unchanged stack is that
+ * tuple again, a changed one reuses the identifiers of the frames it shares from
+ * the root. That keeps a sample from touching a table entry and an identifier per
+ * frame, which is most of its cost when the sampler wakes with cold caches. */
+#define LAST_MAX 64
+
+typedef struct {
+    unsigned long thread_id;
+    CopiedFrames frames; /* owned */
+    PyObject *stack;     /* strong reference; NULL: a free entry */
+} Last;
+
+static Last last_reads[LAST_MAX];
+static int last_next = 0; /* the entry replaced next when every one is in use */
+
+static Last *
+last_of(unsigned long thread_id)
+{
+    for (int i = 0; i < LAST_MAX; i++) {
+        if (last_reads[i].stack != NULL && last_reads[i].thread_id == thread_id) {
+            return &last_reads[i];
+        }
+    }
+    return NULL;
+}
+
+/* Root-side frames `frames` shares with `last`. */
+static Py_ssize_t
+shared_from_root(CopiedFrames *frames, Last *last)
+{
+    if (last == NULL) {
+        return 0;
+    }
+    Py_ssize_t a = frames->count, b = last->frames.count, k = 0;
+    while (k < a && k < b) {
+        Copied *x = &frames->items[a - 1 - k], *y = &last->frames.items[b - 1 - k];
+        if (x->code != y->code || x->offset != y->offset) {
+            break;
+        }
+        k++;
+    }
+    return k;
+}
+
+/* Keep `frames` (owned; taken over, left empty) and `stack` as the thread's last read.
+ * What it replaces is moved to `dropped`, released by the caller once nothing here
+ * can be disturbed by a decref running code. */
+static void
+last_store(unsigned long thread_id, CopiedFrames *frames, PyObject *stack, Last *dropped)
+{
+    Last *entry = last_of(thread_id);
+    if (entry == NULL) {
+        for (int i = 0; i < LAST_MAX && entry == NULL; i++) {
+            if (last_reads[i].stack == NULL) {
+                entry = &last_reads[i];
+            }
+        }
+    }
+    if (entry == NULL) {
+        entry = &last_reads[last_next];
+        last_next = (last_next + 1) % LAST_MAX;
+    }
+    *dropped = *entry;
+    entry->thread_id = thread_id;
+    entry->frames = *frames;
+    entry->stack = Py_NewRef(stack);
+    frames->items = NULL;
+    frames->count = frames->capacity = 0;
+    frames->owned = 0;
+}
+
+static void
+last_release(Last *entry)
+{
+    copied_release(&entry->frames);
+    PyMem_RawFree(entry->frames.items);
+    entry->frames.items = NULL;
+    entry->frames.capacity = 0;
+    Py_CLEAR(entry->stack);
+}
+
+static void
+last_clear(void)
+{
+    Last old[LAST_MAX];
+    memcpy(old, last_reads, sizeof(old));
+    memset(last_reads, 0, sizeof(last_reads));
+    for (int i = 0; i < LAST_MAX; i++) {
+        last_release(&old[i]);
+    }
 }
 
 /* -- the module's functions ---------------------------------------------------------- */
@@ -300,8 +441,9 @@ static PyObject *
 read_stacks(PyObject *module, PyObject *args)
 {
     PyObject *wanted;
+    Py_ssize_t hint = 0; /* the pure-Python reader's thread count hint: not needed here */
     Py_ssize_t limit = 10000;
-    if (!PyArg_ParseTuple(args, "O!|n:read_stacks", &PyTuple_Type, &wanted, &limit)) {
+    if (!PyArg_ParseTuple(args, "O!|nn:read_stacks", &PyTuple_Type, &wanted, &hint, &limit)) {
         return NULL;
     }
     Py_ssize_t asked = PyTuple_GET_SIZE(wanted);
@@ -322,12 +464,16 @@ read_stacks(PyObject *module, PyObject *args)
     busy = 1;
     CopiedFrames frames[256];
     int found[256];
+    PyObject *unchanged[256]; /* borrowed from the thread's last read */
+    Last dropped[256];
     memset(frames, 0, sizeof(CopiedFrames) * (size_t)asked);
     memset(found, 0, sizeof(int) * (size_t)asked);
+    memset(dropped, 0, sizeof(Last) * (size_t)asked);
     long threads = 0;
     int failed = 0;
 
-    /* Walking: nothing below makes a Python object or runs Python code. */
+    /* Walking: nothing below makes a Python object or runs Python code, so the copies
+     * may borrow the code objects until they are compared with the last reads. */
     PyInterpreterState *interp = PyInterpreterState_Get();
     for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t != NULL;
          t = PyThreadState_Next(t)) {
@@ -341,8 +487,24 @@ read_stacks(PyObject *module, PyObject *args)
             }
         }
     }
+    /* Still nothing allocated: an unchanged stack needs no reference to its code
+     * objects; a changed one takes them before anything else happens. */
+    for (Py_ssize_t i = 0; i < asked; i++) {
+        unchanged[i] = NULL;
+        if (!found[i] || failed) {
+            continue;
+        }
+        Last *last = last_of(ids[i]);
+        if (last != NULL && copied_equal(&frames[i], &last->frames)) {
+            unchanged[i] = last->stack;
+            frames[i].count = 0;
+        }
+        else {
+            copied_own(&frames[i]);
+        }
+    }
 
-    /* Only our copies from here on. */
+    /* Only our copies and strong references from here on. */
     PyObject *result = NULL;
     PyObject *stacks = NULL;
     if (failed) {
@@ -357,9 +519,18 @@ read_stacks(PyObject *module, PyObject *args)
         if (!found[i]) {
             continue;
         }
-        PyObject *stack = identifiers_of(&frames[i]);
-        if (stack == NULL) {
-            goto done;
+        PyObject *stack;
+        if (unchanged[i] != NULL) {
+            stack = Py_NewRef(unchanged[i]);
+        }
+        else {
+            Last *last = last_of(ids[i]);
+            Py_ssize_t reuse = shared_from_root(&frames[i], last);
+            stack = identifiers_of_reusing(&frames[i], reuse ? last->stack : NULL, reuse);
+            if (stack == NULL) {
+                goto done;
+            }
+            last_store(ids[i], &frames[i], stack, &dropped[i]);
         }
         int set = PyDict_SetItem(stacks, PyTuple_GET_ITEM(wanted, i), stack);
         Py_DECREF(stack);
@@ -375,6 +546,10 @@ done:
         PyMem_RawFree(frames[i].items);
     }
     busy = 0;
+    /* Released last: a decref may run code, which may read stacks again. */
+    for (Py_ssize_t i = 0; i < asked; i++) {
+        last_release(&dropped[i]);
+    }
     return result;
 }
 
@@ -397,7 +572,7 @@ read_frame(PyObject *module, PyObject *args)
         Py_RETURN_NONE;
     }
     busy = 1;
-    CopiedFrames frames = {NULL, 0, 0};
+    CopiedFrames frames = {NULL, 0, 0, 1};
     PyObject *result = NULL;
     if (copy_frames(frame_object_record((PyFrameObject *)frame), &frames, limit) < 0) {
         PyErr_NoMemory();
@@ -461,7 +636,7 @@ read_awaiting(PyObject *module, PyObject *args)
         Py_RETURN_NONE;
     }
     busy = 1;
-    CopiedFrames frames = {NULL, 0, 0};
+    CopiedFrames frames = {NULL, 0, 0, 1};
     PyObject *result = NULL;
     int running = 0;
     /* Coroutines that are suspended are on no thread's stack, and none can resume
@@ -530,6 +705,7 @@ set_identifier_factory(PyObject *module, PyObject *factory)
     }
     busy = 1;
     table_clear();
+    last_clear();
     Py_XSETREF(identifier_factory, Py_NewRef(factory));
     busy = 0;
     Py_RETURN_NONE;
@@ -550,6 +726,7 @@ clear_cache(PyObject *module, PyObject *unused)
     }
     busy = 1;
     table_clear();
+    last_clear();
     hits = misses = 0;
     busy = 0;
     Py_RETURN_NONE;
@@ -557,7 +734,7 @@ clear_cache(PyObject *module, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"read_stacks", read_stacks, METH_VARARGS,
-     "read_stacks(thread_ids, limit=10000) -> (thread count, {thread id: identifiers})\n\n"
+     "read_stacks(thread_ids, hint=0, limit=10000) -> (thread count, {thread id: identifiers})\n\n"
      "The stacks of the threads asked for that exist, as frame identifiers, the root\n"
      "first, at most limit frames each (the innermost); None if another read runs."},
     {"read_frame", read_frame, METH_VARARGS,

@@ -41,7 +41,9 @@ class Measurement:
         "routed",
         "skip",
         "stop_code",
-        "stacks",
+        "_stacks",
+        "_last_stack",
+        "_last_seconds",
         "sample_count",
         "first_sample_at",
         "last_sample_at",
@@ -70,7 +72,11 @@ class Measurement:
         self.skip = skip
         #: For a watched function: its code; frames of its callers are left out.
         self.stop_code = stop_code
-        self.stacks: dict[tuple[str, ...], float] = {}
+        self._stacks: dict[tuple[str, ...], float] = {}
+        #: The latest sample's stack and the time counted for it since it last changed:
+        #: a stack that stays the same (the reader gives the same tuple) is not hashed.
+        self._last_stack: tuple[str, ...] | None = None
+        self._last_seconds = 0.0
         self.sample_count = 0
         self.first_sample_at = 0.0
         self.last_sample_at = 0.0
@@ -106,9 +112,30 @@ class Measurement:
         self.last_sample_at = now
         self.sample_count += 1
         seconds = now - previous
-        stacks = self.stacks
-        if stack not in stacks and len(stacks) >= MAX_DISTINCT_STACKS:
+        if stack is self._last_stack:
+            self._last_seconds += seconds
+            return
+        self._flush()
+        self._last_stack = stack
+        self._last_seconds = seconds
+
+    @property
+    def stacks(self) -> dict[tuple[str, ...], float]:
+        """The distinct stacks sampled, with the time counted for each."""
+        self._flush()
+        return self._stacks
+
+    def _flush(self) -> None:
+        stack = self._last_stack
+        if stack is None:
+            return
+        self._last_stack = None
+        stacks = self._stacks
+        seconds = stacks.get(stack)
+        if seconds is None and len(stacks) >= MAX_DISTINCT_STACKS:
             stack = _without_lines(stack)
-            if stack not in stacks and len(stacks) >= 2 * MAX_DISTINCT_STACKS:
+            seconds = stacks.get(stack)
+            if seconds is None and len(stacks) >= 2 * MAX_DISTINCT_STACKS:
                 stack = _OVERFLOW_STACK
-        stacks[stack] = stacks.get(stack, 0.0) + seconds
+                seconds = stacks.get(stack)
+        stacks[stack] = (seconds or 0.0) + self._last_seconds

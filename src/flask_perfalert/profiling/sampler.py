@@ -23,7 +23,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from flask import Request
@@ -49,7 +49,7 @@ MIN_SLEEP = 0.001
 
 Clock = Callable[[], float]
 #: Reads the stacks of the given threads (and the number of threads), or None if not now.
-StacksSource = Callable[[Sequence[int], int], "ThreadStacks | None"]
+StacksSource = Callable[[tuple[int, ...], int], "ThreadStacks | None"]
 #: Reads a suspended greenlet's stack ((): it runs or ended), or None if not now.
 GreenletSource = Callable[[Any], "Stack | None"]
 
@@ -97,8 +97,13 @@ class Sampler:
         self.reads_refused = 0
         self._refusal_logged = False
         self.backed_off = False
+        #: The overhead window (its start, and the sampler thread's CPU time in it), the
+        #: thread's CPU clock when last read (first at its first tick), and the counters
+        #: of each sample taken since then, which share that CPU time.
         self._window_start = self.clock()
         self._window_cost = 0.0
+        self._cpu_read: float | None = None
+        self._unsettled: list[Any] = []
         self._threads_seen = 8
         #: When the armed work is sampled next.
         self._next_sample = 0.0
@@ -169,7 +174,8 @@ class Sampler:
         True while some armed work waits for its next sample.
         """
         now = self.clock()
-        cpu_start = self.cpu_clock()
+        if self._cpu_read is None:  # the thread's first tick opens the first window
+            self._window_start, self._cpu_read = now, self.cpu_clock()
         due = now >= self._next_sample
         armed = False
         work: list[tuple[InFlight, Measurement]] = []
@@ -186,28 +192,51 @@ class Sampler:
             armed = True
             if due:
                 work.append((record, m))
-        sampled: list[Any] = []
-        read = self.read_stacks(_threads_of(work), self._threads_seen) if work else None
+        read = None
+        if work:
+            # The usual case inline (one request on its own thread): a sample is cheapest
+            # in the fewest calls, as it starts with the sampler's caches cold.
+            one = work[0][0] if len(work) == 1 and work[0][0].extras is None else None
+            threads = (one.thread,) if one is not None else _threads_of(work)
+            read = self.read_stacks(threads, self._threads_seen)
         if read is not None:
             self._threads_seen, stacks = read
+            taken = self.samples_taken
             for record, m in work:
-                stack = self._stack(record, m, stacks)
-                if stack is None:
+                if record.extras is None and m.stop_code is None:
+                    stack = stacks.get(record.thread)
+                else:
+                    stack = self._stack(record, m, stacks)
+                if not stack:
                     continue
                 m.interval = self.interval
                 m.add_sample(stack, now)
                 self.samples_taken += 1
-                sampled.append(record.timer.stats)
+                self._unsettled.append(record.timer.stats)
+            if self.samples_taken != taken:
+                self._next_sample = now + self.interval
         elif work:  # not safe to read stacks now; the next tick tries again
             self._refused(work)
-        if sampled:
-            self._next_sample = now + self.interval
-        cost = max(self.cpu_clock() - cpu_start, 0.0)
-        # Each app's counters carry the share of the sampler's CPU time spent on its work.
-        for stats in sampled:
-            stats.sampler_seconds += cost / len(sampled)
-        self._control_overhead(now, cost)
+        # The CPU clock is a system call: read every eighth sample, when the work is
+        # over, and at the end of each window, not twice a sample.
+        if now - self._window_start >= 1.0:
+            self._control_overhead(now)
+        elif len(self._unsettled) >= 8 or (self._unsettled and not armed):
+            self._settle()
         return armed
+
+    def _settle(self) -> None:
+        """Read this thread's CPU clock; the time since the last reading goes to the
+        counters of the samples taken meanwhile, and to the window."""
+        cpu = self.cpu_clock()
+        cost = max(cpu - (self._cpu_read if self._cpu_read is not None else cpu), 0.0)
+        self._cpu_read = cpu
+        self._window_cost += cost
+        counted = self._unsettled
+        if counted:
+            self._unsettled = []
+            for stats in counted:
+                stats.sampler_seconds += cost / len(counted)
 
     def _refused(self, work: list[tuple[InFlight, Measurement]]) -> None:
         self.reads_refused += 1
@@ -296,17 +325,15 @@ class Sampler:
             m.skip = True
 
     # -- overhead ---------------------------------------------------------------------------
-    def _control_overhead(self, now: float, cost: float) -> None:
-        """Back off when the sampler's CPU time is above its share of one core.
+    def _control_overhead(self, now: float) -> None:
+        """At the end of a window: back off when the sampler's CPU time was above its share.
 
-        ``cost`` is CPU time of this thread: time it waited for the interpreter
-        lock (which the app's threads used meanwhile) is not the sampler's cost.
+        The cost is the CPU time of this thread over the window, its loop and
+        sleeps included: time it waited for the interpreter lock, which the app's
+        threads used meanwhile, is not the sampler's cost.
         """
-        self._window_cost += cost
-        elapsed = now - self._window_start
-        if elapsed < 1.0:
-            return
-        share = self._window_cost / elapsed
+        self._settle()
+        share = self._window_cost / (now - self._window_start)
         self._window_start, self._window_cost = now, 0.0
         if share > self.max_overhead and self.interval < MAX_INTERVAL:
             self.interval = min(self.interval * 2, MAX_INTERVAL)

@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Callable
 from types import CoroutineType, GeneratorType, ModuleType
 from typing import Any
 
@@ -84,16 +84,20 @@ def refusal() -> str | None:
     )
 
 
-def read_stacks(thread_ids: Sequence[int], threads_hint: int = 8) -> ThreadStacks | None:
-    """The stacks of ``thread_ids``, or None when they cannot be read now."""
-    if _compiled is not None:
-        read: ThreadStacks | None = _compiled.read_stacks(tuple(thread_ids))
-        return read
+def _read_stacks_python(thread_ids: tuple[int, ...], threads_hint: int = 8) -> ThreadStacks | None:
     frames = _threads.read_stacks(thread_ids, threads_hint)
     if frames is None:
         return None
     count, by_thread = frames
     return count, {thread: stack_of(f) for thread, f in by_thread.items()}
+
+
+#: ``read_stacks(thread_ids, threads_hint)``: the stacks of ``thread_ids`` (a tuple),
+#: or None when they cannot be read now. With the compiled reader it is the C
+#: function itself: a sample makes no Python call to read stacks.
+read_stacks: Callable[[tuple[int, ...], int], ThreadStacks | None] = (
+    _read_stacks_python if _compiled is None else _compiled.read_stacks
+)
 
 
 def greenlet_stack(greenlet: Any) -> Stack | None:
