@@ -118,6 +118,37 @@ def test_a_key_that_matches_nothing_is_reported_once_the_app_serves(
     ]
 
 
+def test_each_app_is_checked_at_its_own_first_request(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two apps in one process (a dispatcher, or a test suite): the first one to serve
+    # must not check the other, whose routes may not be complete yet.
+    later = Flask("later")
+    later.testing = True  # the check is then made at once, not on the events thread
+    PerfAlert(later, endpoint_thresholds={"export": 5}, profiler="none")
+    routes(app)
+    PerfAlert(app, threshold_seconds=0.05, profiler="none")
+    app.test_client().get("/quick")
+    assert warnings_of(caplog) == []
+
+    @later.route("/export")
+    def export() -> str:
+        return "done"
+
+    later.test_client().get("/export")
+    assert warnings_of(caplog) == []  # its route came before its first request
+    # An app made after the process's first request is checked too.
+    third = Flask("third")
+    third.testing = True
+    PerfAlert(third, endpoint_thresholds={"exprt": 5}, profiler="none")
+    third.add_url_rule("/export", "export", lambda: "done")
+    third.test_client().get("/export")
+    assert warnings_of(caplog) == [
+        "PERFALERT_ENDPOINT_THRESHOLDS['exprt'] matches no endpoint, URL rule or watched "
+        "function of app 'third', so it never applies; did you mean 'export'?"
+    ]
+
+
 def test_a_watched_function_is_a_valid_key(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
     routes(app)
     perf = PerfAlert(profiler="none", threshold_seconds=0.05)

@@ -78,7 +78,8 @@ class TimerState:
     ) -> None:
         self.policy = policy
         self.finish = finish
-        #: Called once when the process starts serving (the sampler starts).
+        #: Called at this app's first request in this process (then cleared): its
+        #: routes are complete by then, and not necessarily other apps'.
         self.first_request = first_request
         self.stats = stats
         self.threshold = settings.threshold_seconds
@@ -107,8 +108,14 @@ class TimerState:
         self._refresh()
 
     def _refresh(self) -> None:
-        #: Requests need :func:`_begin_special` (exclusion, pyinstrument, greenlets).
-        self.special = self.path_glob is not None or self.pyinstrument or self.green
+        #: Requests need :func:`_begin_special` (exclusion, pyinstrument, greenlets, or
+        #: the app's first request still to come): ordinary requests check one flag.
+        self.special = (
+            self.path_glob is not None
+            or self.pyinstrument
+            or self.green
+            or self.first_request is not None
+        )
         #: Below this a request was neither slow nor holds back a watched call's event.
         self.notable = self.min_threshold
 

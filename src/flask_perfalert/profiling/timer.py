@@ -159,17 +159,20 @@ def install_timer(
 def start_sampler(sampler: Sampler) -> None:
     """Start this process's sampler; under green threads, requests note their greenlet."""
     threads = sampler.start()
-    for state in list(STATES):
-        if threads.green is not None:
+    if threads.green is not None:
+        for state in list(STATES):
             state.green = True
             state._refresh()
-        if state.first_request is not None:
-            state.first_request()
 
 
 def _begin_special(record: InFlight) -> bool:
     """What a request needs under exclusion, pyinstrument or greenlets; True: not timed."""
     state = record.timer
+    first_request = state.first_request
+    if first_request is not None:  # this app's first request in this process
+        state.first_request = None
+        state._refresh()
+        first_request()
     excluded = state.path_glob
     assert record.environ is not None
     if excluded is not None and excluded(record.environ.get("PATH_INFO", "")) is not None:
