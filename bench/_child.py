@@ -179,7 +179,9 @@ def _one_slow_request(call: Callable[..., Any], kind: str, rid: str) -> dict[str
 def task_slow(spec: dict[str, Any]) -> dict[str, Any]:
     """Slow requests, monitored and bare, alternated within one process.
 
-    The process holds the app twice: monitored with ``mode``, and bare. CPU-bound
+    The process holds the app twice: monitored with ``mode``, and bare. Each
+    request runs on the main thread (``where``: ``main``, a sync worker) or on a
+    thread of its own (``thread``, a gthread worker). CPU-bound
     Python runs a few per cent faster or slower from one process to the next
     (memory layout), more than the cost to be measured; within one process
     that difference is gone. The first slow request of the process is a
@@ -196,7 +198,18 @@ def task_slow(spec: dict[str, Any]) -> dict[str, Any]:
         order = ("monitored", "bare") if i % 2 == 0 else ("bare", "monitored")
         for role in order:
             rid = f"{spec['mode']}-{os.getpid()}-{role}-{i}"
-            out[role].append(_one_slow_request(calls[role], kind, rid))
+            if spec.get("where", "main") == "thread":
+                # Where a gthread worker runs requests: another thread than the main one.
+                done: list[dict[str, Any]] = []
+                thread = threading.Thread(
+                    target=lambda out, call, rid: out.append(_one_slow_request(call, kind, rid)),
+                    args=(done, calls[role], rid),
+                )
+                thread.start()
+                thread.join()
+                out[role].append(done[0])
+            else:
+                out[role].append(_one_slow_request(calls[role], kind, rid))
     return out
 
 

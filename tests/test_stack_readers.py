@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from types import ModuleType
 import pytest
 from flask import Flask
 from profiles import spin
+from servers import wait_for
 
 from flask_perfalert import PerfAlert, SlowRequestEvent
 from flask_perfalert.profiling import _threads, stacks
@@ -306,3 +308,51 @@ def test_a_threshold_too_small_for_the_pure_reader_is_said_once_and_in_the_repor
     assert len(logs) == 1 and "gc.set_threshold" in logs[0] and "(10," in logs[0], out.stderr
     notes = [line for line in out.stdout.splitlines() if line.startswith("NOTE")]
     assert len(notes) == 2 and all("threshold (10" in note for note in notes), out.stdout
+
+
+def test_a_free_threaded_build_is_recognised(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = stacks.sysconfig.get_config_var
+    monkeypatch.setattr(
+        stacks.sysconfig,
+        "get_config_var",
+        lambda name: 1 if name == "Py_GIL_DISABLED" else real(name),
+    )
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    assert stacks._free_threaded()
+    # Started with PYTHON_GIL=1, a free-threaded build has the GIL: reads are safe.
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
+    assert not stacks._free_threaded()
+
+
+def test_on_a_free_threaded_build_slow_requests_alert_without_a_call_tree(
+    app: Flask,
+    events: list[SlowRequestEvent],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from flask_perfalert import extension
+    from flask_perfalert.profiling import policy
+
+    reason = (
+        "sampling is off on free-threaded CPython: reading another thread's frames is unsafe there"
+    )
+    monkeypatch.setattr(stacks, "UNAVAILABLE", reason)
+    monkeypatch.setattr(policy, "UNAVAILABLE", reason)
+    monkeypatch.setattr(extension, "_checked", False)
+    with caplog.at_level(logging.WARNING, "flask_perfalert"):
+        PerfAlert(app, threshold_seconds=0.05, file_enabled=False)
+        PerfAlert(Flask("another"), file_enabled=False)
+
+    @app.route("/slow")
+    def slow() -> str:
+        return str(spin(0.08))
+
+    client = app.test_client()
+    client.get("/slow")
+    client.get("/slow")
+    wait_for(lambda: events)
+    event = events[0]
+    assert event.profile is None and event.profile_note == f"No profile: {reason}."
+    # Said once per process, naming the cause and what to do instead.
+    lines = [r.getMessage() for r in caplog.records if "free-threaded" in r.getMessage()]
+    assert len(lines) == 1 and "PERFALERT_PROFILER" in lines[0]

@@ -188,8 +188,10 @@ class PerfAlertSettings(BaseSettings):
         0.05,
         ge=0.001,
         le=MAX_OVERHEAD_LIMIT,
-        description="Largest share of the process's time the sampler may use; above it "
-        "the sampler backs off (samples less often) and logs once. At most 0.25.",
+        description="Largest share of one CPU core the sampler may use, counted in its "
+        "thread's CPU time (time it waits for the interpreter lock, which the app uses "
+        "meanwhile, is not counted); above it the sampler backs off (samples less often, "
+        "down to every 100 ms) and logs once. At most 0.25.",
     )
 
     # -- file alerts --------------------------------------------------------
