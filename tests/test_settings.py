@@ -457,8 +457,9 @@ def from_environment(
         ("PERFALERT_THRESHOLD_SECONDS", "nan", 1.0),
         ("PERFALERT_THRESHOLD_SECONDS", "1e9", 1.0),
         ("PERFALERT_ENDPOINT_THRESHOLDS", '{"index": 1e9}', {}),
-        # Every slow request would be a report and a post.
-        ("PERFALERT_ALERT_WINDOW_DAYS", "1e-9", 10.0),
+        # A window is a length of time: any positive one (seconds, to try things out).
+        ("PERFALERT_ALERT_WINDOW_DAYS", "0", 10.0),
+        ("PERFALERT_ALERT_WINDOW_DAYS", "-1", 10.0),
         ("PERFALERT_ALERT_WINDOW_DAYS", "1e6", 10.0),
         # The sampler could take all of the process's time.
         ("PERFALERT_MAX_OVERHEAD", "1", 0.05),

@@ -53,7 +53,6 @@ Source = Literal["option", "app.config", "environment", "default"]
 #: means nothing (a threshold of a week). Each is named in the reference.
 MAX_THRESHOLD = 86_400.0
 #: A shorter window turns every slow request into a report and a post.
-MIN_WINDOW_DAYS = 0.001
 MAX_DAYS = 3650.0
 #: pyinstrument's own default interval; every sample costs the app a stack walk.
 MIN_SAMPLE_INTERVAL = 0.001
@@ -140,10 +139,11 @@ class PerfAlertSettings(BaseSettings):
     )
     alert_window_days: float = Field(
         10.0,
-        ge=MIN_WINDOW_DAYS,
+        gt=0,
         le=MAX_DAYS,
         description="De-duplication window: one alert per method and endpoint per window. "
-        "At least 0.001 days (86 seconds): a shorter window would alert on every slow request.",
+        "Any positive length: ``1/24`` is an hour, ``60/86400`` a minute (short windows are "
+        "for trying the extension out; every store honours them to the millisecond).",
     )
     escalation_factor: float = Field(
         2.0,
