@@ -9,7 +9,8 @@ sample (one stack, with the time it stands for) goes to one kind:
 * a sample whose deepest frame is the app's own code is the app's, unless
   that line calls a C function of a known kind (``cursor.execute(...)`` of
   ``sqlite3``, ``time.sleep(...)``, a lock's ``acquire()``), whose time a
-  sampler sees on the calling line;
+  sampler sees on the calling line; the library named is the one of that
+  kind the file imports (``database (sqlite3)``);
 * time outside the app's code (Flask routing the request) is the framework's
   or another library's.
 
@@ -222,14 +223,38 @@ def _library_kind(frame: _Frame) -> tuple[str, str]:
 
 
 def _c_call_kind(frame: _Frame) -> tuple[str, str] | None:
+    """The kind of a C function the app's line calls, and the library it is from.
+
+    A sampler sees only the calling line (``db.execute(...)``), so the library is
+    the one of that kind the line's file imports (``import sqlite3``); the
+    function's name when the file imports none, or several.
+    """
     if not frame.line:
         return None
     text = linecache.getline(frame.file, frame.line)
     for name in _CALL.findall(text):
         kind = _C_CALLS.get(name)
         if kind is not None:
-            return kind, name
+            libraries = [m for m in _imports(frame.file) if LIBRARY_KINDS.get(m) == kind]
+            if kind == WAITING and name == "sleep" and "time" in libraries:
+                libraries = ["time"]
+            return kind, libraries[0] if len(libraries) == 1 else name
     return None
+
+
+_IMPORT = re.compile(r"^\s*(?:import|from)\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+_imports_cache: dict[str, tuple[str, ...]] = {}
+
+
+def _imports(file: str) -> tuple[str, ...]:
+    """The top-level modules ``file`` imports, in order (read once per file)."""
+    known = _imports_cache.get(file)
+    if known is None:
+        found = _IMPORT.findall("".join(linecache.getlines(file)))
+        known = tuple(dict.fromkeys(name.lstrip("_") or name for name in found))
+        if len(_imports_cache) < 1_000:
+            _imports_cache[file] = known
+    return known
 
 
 def time_by_kind(session: Session | None, hot_per_kind: int = 3) -> list[TimeShare]:
