@@ -7,7 +7,13 @@ or their alert windows. Inside an app's folder: ``reports/`` (the default
 ``FILE_DIR``), ``spool/`` (the default ``SPOOL_DIR``) and ``perfalert.db``
 (the default ``STORAGE_URI``).
 
-The default ``DATA_DIR`` is ``perfalert`` in the app's instance folder
+When the app is testing (``app.testing`` when it is set up), the default
+``DATA_DIR`` is a new folder of that app object alone in the system temporary
+directory (see :func:`testing_folder`): a test sees what production does
+(the same store, spool and reports), but nothing of another test's or another
+run's.
+
+Otherwise the default ``DATA_DIR`` is ``perfalert`` in the app's instance folder
 (``app.instance_path``, Flask's place for files an app writes at run time):
 every worker of the app on one host finds it, and it survives restarts. When
 the instance folder cannot be written (an app installed read-only, a
@@ -26,6 +32,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Mapping
@@ -76,11 +83,13 @@ class FolderDefaults:
 
     app_name: str | None = None
     instance_path: str | None = None
+    #: The app was testing when set up: its data lives in a folder of its own.
+    testing: bool = False
     _decided: tuple[Path, str | None] | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, app: Flask) -> FolderDefaults:
-        return cls(app_name=app.name, instance_path=app.instance_path)
+        return cls(app_name=app.name, instance_path=app.instance_path, testing=app.testing)
 
     @property
     def data_dir(self) -> Path:
@@ -97,6 +106,8 @@ class FolderDefaults:
         return self._decided
 
     def _choose(self) -> tuple[Path, str | None]:
+        if self.testing:
+            return testing_folder(), None
         if self.instance_path is None:
             return temp_root(), None
         preferred = Path(self.instance_path) / INSTANCE_SUBFOLDER
@@ -109,6 +120,47 @@ class FolderDefaults:
         if trouble is not None:
             problem += f", and {trouble}"
         return root / digest, problem
+
+
+#: Under the temporary root: one folder per app object set up while testing.
+TESTING_SUBFOLDER = "testing"
+_testing_swept = False
+
+
+def testing_folder() -> Path:
+    """A new, empty ``DATA_DIR`` for one app object set up with ``app.testing``.
+
+    Each app made by a test (the app-factory pattern) gets its own window,
+    spool and reports: nothing carries over from one test, or one run of the
+    suite, to the next. Named after this process, so the first one of a
+    process removes those of processes that have ended.
+    """
+    global _testing_swept
+    root, _ = private_temp_root()
+    parent = root / TESTING_SUBFOLDER
+    if not _testing_swept:
+        _testing_swept = True
+        _sweep_testing_folders(parent)
+    create_private_folder(parent, parent)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))
+
+
+def _sweep_testing_folders(parent: Path) -> None:
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        pid_text = entry.name.partition("-")[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # that process still runs
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:  # another user's process: not ours to judge
+            continue
 
 
 def write_problem(folder: Path) -> str | None:
