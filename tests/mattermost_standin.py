@@ -19,6 +19,8 @@ rate limiting), and what the server does around them:
   ``pending_post_id`` seen in the last ``dedup_ttl`` seconds returns the post
   already made (or a 500 while that one is still being made), as the server's
   ``deduplicateCreatePost`` does;
+  A message longer than ``max_post_size`` characters is refused with a 400
+  ``model.post.is_valid.msg.app_error``, as ``Post.IsValid`` does;
 * ``GET /api/v4/channels/{channel_id}/posts?since=<ms>``: a PostList;
 * every error is an AppError JSON body ``{"id", "message", "detailed_error",
   "request_id", "status_code", "is_oauth"}``; a 429 is the rate limiter's
@@ -31,7 +33,7 @@ A fault can hit only the calls whose body holds a given text (one alert's post).
 
 It can also answer as an nginx reverse proxy in front of Mattermost does, for
 the next N requests (:meth:`MattermostStandIn.proxy`, :meth:`~MattermostStandIn.script`):
-408, 413, 429 with ``Retry-After``, 502, 503 and 504, each with nginx's HTML
+400, 408, 413, 429 with ``Retry-After``, 502, 503 and 504, each with nginx's HTML
 page and ``Server: nginx`` (no JSON), or a connection reset (the socket closed
 with an RST after the request was read). ``proxy_body_limit`` is nginx's
 ``client_max_body_size``: a larger request body gets nginx's 413 page and never
@@ -95,6 +97,7 @@ class Fault:
 
 #: The answers :meth:`MattermostStandIn.proxy` can give, as nginx words them.
 PROXY_ANSWERS = {
+    "400": "Bad Request",
     "408": "Request Time-out",
     "413": "Request Entity Too Large",
     "429": "Too Many Requests",
@@ -146,10 +149,13 @@ class MattermostStandIn:
         dedup_ttl: float = 30.0,
         max_file_size: int = 50 * 1024 * 1024,
         proxy_body_limit: int | None = None,
+        max_post_size: int = 16383,
     ) -> None:
         self.token = token or "standin-" + secrets.token_hex(16)
         #: nginx's ``client_max_body_size`` in front of the server; None: no proxy limit.
         self.proxy_body_limit = proxy_body_limit
+        #: Mattermost's post size limit in characters (``model.post.is_valid.msg``).
+        self.max_post_size = max_post_size
         self.dedup_ttl = dedup_ttl
         self.max_file_size = max_file_size
         self.user = {"id": new_id(), "username": "perfalert-bot", "is_bot": True}
@@ -436,6 +442,9 @@ class MattermostStandIn:
                 "api.context.invalid_body_param.app_error",
                 "Invalid or missing message in request body.",
             )
+        if len(str(data.get("message", ""))) > self.max_post_size:
+            # Post.IsValid refuses it for good: the same post is refused every time.
+            return self.error(400, "model.post.is_valid.msg.app_error", "Invalid Message.")
         pending = str(data.get("pending_post_id") or "")
         now = time.monotonic()
         with self._changed:

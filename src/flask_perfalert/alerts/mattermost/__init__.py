@@ -98,6 +98,9 @@ class MattermostAlerts:
         self.client = MattermostClient(address, token, channel_id, settings.mattermost_timeout)
         self.max_retries = settings.mattermost_max_retries
         self.spool = Spool(spool_dir, on_drop=self._dropped)
+        #: Where the file subscriber writes reports: the full report of an alert
+        #: Mattermost cannot take whole is read there.
+        self.report_folder = Path(settings.file_dir).absolute() if settings.file_enabled else None
         #: Until then (monotonic), Mattermost is taken to be down.
         self._down_until = 0.0
         self._replay_delay = REPLAY_MIN
@@ -155,7 +158,7 @@ class MattermostAlerts:
         """Render and spool the alert now; Mattermost's thread sends it."""
         if event.duplicate:
             return
-        data = spool_entry(event, self.app_key)
+        data = spool_entry(event, self.app_key, report_folder=self.report_folder)
         try:
             entry = self.spool.add(data)
         except SpoolUnavailable:  # logged once by the spool

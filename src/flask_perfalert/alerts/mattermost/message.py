@@ -191,7 +191,13 @@ def _where(report_path: str | None) -> str:
     return _NO_REPORT_FILE
 
 
-def spool_entry(event: SlowRequestEvent, app_key: str, *, test: bool = False) -> dict[str, Any]:
+def spool_entry(
+    event: SlowRequestEvent,
+    app_key: str,
+    *,
+    test: bool = False,
+    report_folder: Path | None = None,
+) -> dict[str, Any]:
     """What the spool keeps of an alert: the post's text and the report, never the token."""
     return {
         "version": ENTRY_VERSION,
@@ -202,8 +208,8 @@ def spool_entry(event: SlowRequestEvent, app_key: str, *, test: bool = False) ->
         "message": format_message(event, test=test),
         "report_name": report_name(event),
         "report_html": event.html,
-        # Written by the file subscriber, which runs first: where to read the
-        # full report when Mattermost cannot take it.
-        "report_path": str(event.report_path) if event.report_path is not None else None,
+        # Where the file subscriber writes the report (receivers run in no set
+        # order, so it may not be written yet): read when Mattermost cannot take it.
+        "report_path": str(report_folder / report_name(event)) if report_folder else None,
         "post_sent_at": None,
     }
