@@ -27,7 +27,13 @@ from mattermost_setup import (
 from mattermost_standin import FILES, POSTS, MattermostStandIn
 
 from flask_perfalert.alerts import mattermost as mm
-from flask_perfalert.alerts.mattermost.policy import POLICY, SHORTEST_REFUSED, UNKNOWN
+from flask_perfalert.alerts.mattermost.policy import (
+    LOG_REPLAY_STOPS,
+    LOG_RETRIES_OVER,
+    POLICY,
+    SHORTEST_REFUSED,
+    UNKNOWN,
+)
 
 __all__ = ["quick_retries", "spool_dir", "standin"]  # fixtures, imported for pytest
 
@@ -371,3 +377,5 @@ def test_the_docs_show_every_row_of_the_policy_with_its_log_line() -> None:
     for rule in (*POLICY, SHORTEST_REFUSED, UNKNOWN):
         assert " ".join(rule.answer.split()) in page, rule.answer
         assert str(rule.log) in page.replace("``", ""), rule.log
+    for line in (LOG_RETRIES_OVER, LOG_REPLAY_STOPS):
+        assert str(line) in page.replace("``", ""), line

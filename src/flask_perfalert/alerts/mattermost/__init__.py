@@ -45,6 +45,7 @@ from .message import (
 from .policy import (
     LOG_DROP,
     LOG_KEEP,
+    LOG_REPLAY_STOPS,
     LOG_RETRIES_OVER,
     LOG_RETRY,
     LOG_SHORTER,
@@ -242,8 +243,10 @@ class MattermostAlerts:
                         continue
                 settings = exc.rule.setting is not None
                 self._unavailable(REPLAY_MAX if settings else exc.retry_after)
-                log = logger.error if exc.action is Action.KEEP else logger.warning
-                log("Mattermost alerts wait in the spool %s: %s.", self.spool.folder, exc)
+                level = logging.ERROR if exc.action is Action.KEEP else LOG_REPLAY_STOPS.level
+                logger.log(
+                    level, "%s", LOG_REPLAY_STOPS.format(spool=self.spool.folder, reason=exc)
+                )
                 break
             else:
                 self._delivered(entry, replayed=True)

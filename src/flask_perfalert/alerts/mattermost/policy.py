@@ -80,6 +80,10 @@ LOG_SHORTER = LogLine(
     "Mattermost alert for {summary}: {reason}; posting a shorter message ({report}).",
 )
 LOG_DROP = LogLine(logging.ERROR, "Mattermost alert for {summary} dropped: {reason}.")
+#: A replay that stops (no answer, a 429, a settings problem); at ERROR for a ``KEEP``.
+LOG_REPLAY_STOPS = LogLine(
+    logging.WARNING, "Mattermost alerts wait in the spool {spool}: {reason}."
+)
 
 
 @dataclass(frozen=True)
