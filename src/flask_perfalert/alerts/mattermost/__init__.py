@@ -192,7 +192,7 @@ class MattermostAlerts:
                 if retry >= retries or delay > MAX_INLINE_WAIT or WORKER.closing:
                     self.stats.add("delivery_failures")
                     self._unavailable(delay if exc.retry_after is not None else None)
-                    self._keep_after_retries(entry, exc, retry + 1)
+                    self.keep(entry, str(exc), tries=retry + 1)
                     return
                 retry += 1
                 logger.info(
@@ -358,33 +358,23 @@ class MattermostAlerts:
             entry.data["summary"],
         )
 
-    def keep(self, entry: SpoolEntry, reason: str, level: int = logging.WARNING) -> None:
-        """The alert stays in the spool, or is dropped if it never got there."""
-        summary = entry.data["summary"]
-        if not entry.on_disk:
-            self._dropped(entry.data, reason, level)
-            return
-        self.spool.release(entry)
-        self.stats.add("spooled")
-        self._schedule_replay()
-        # The policy's KEEP line, at ERROR for an answer someone must look at.
-        logger.log(
-            level, "%s", LOG_KEEP.format(summary=summary, spool=self.spool.folder, reason=reason)
-        )
+    def keep(
+        self, entry: SpoolEntry, reason: str, level: int = logging.WARNING, tries: int = 0
+    ) -> None:
+        """The alert stays in the spool, or is dropped if it never got there.
 
-    def _keep_after_retries(self, entry: SpoolEntry, exc: MattermostError, tries: int) -> None:
+        ``tries``: how many tries a retryable answer got before it waits (the
+        policy's retries-over line); else the policy's KEEP line, at ``level``.
+        """
         if not entry.on_disk:
-            self._dropped(entry.data, f"{exc} (after {tries} tries)")
+            self._dropped(entry.data, f"{reason} (after {tries} tries)" if tries else reason, level)
             return
         self.spool.release(entry)
         self.stats.add("spooled")
         self._schedule_replay()
-        logger.warning(
-            "%s",
-            LOG_RETRIES_OVER.format(
-                summary=entry.data["summary"], spool=self.spool.folder, reason=exc, tries=tries
-            ),
-        )
+        line = LOG_RETRIES_OVER if tries else LOG_KEEP
+        fields = {"summary": entry.data["summary"], "spool": self.spool.folder, "tries": tries}
+        logger.log(level, "%s", line.format(reason=reason, **fields))
 
     def _refused(self, entry: SpoolEntry, exc: MattermostError) -> None:
         """Nothing to gain by trying again now: keep the alert for later, or drop it."""
