@@ -19,6 +19,8 @@ rate limiting), and what the server does around them:
   ``pending_post_id`` seen in the last ``dedup_ttl`` seconds returns the post
   already made (or a 500 while that one is still being made), as the server's
   ``deduplicateCreatePost`` does;
+  A message longer than ``max_post_size`` characters is refused with a 400
+  ``model.post.is_valid.msg.app_error``, as ``Post.IsValid`` does;
 * ``GET /api/v4/channels/{channel_id}/posts?since=<ms>``: a PostList;
 * every error is an AppError JSON body ``{"id", "message", "detailed_error",
   "request_id", "status_code", "is_oauth"}``; a 429 is the rate limiter's
@@ -28,6 +30,14 @@ Faults are injected per call: a status (500, 503, 429 with Retry-After, 401,
 403, 413), a hang (before the request is processed, or after: the post exists
 but the answer never comes), and "down" (nothing listens: connection refused).
 A fault can hit only the calls whose body holds a given text (one alert's post).
+
+It can also answer as an nginx reverse proxy in front of Mattermost does, for
+the next N requests (:meth:`MattermostStandIn.proxy`, :meth:`~MattermostStandIn.script`):
+400, 408, 413, 429 with ``Retry-After``, 502, 503 and 504, each with nginx's HTML
+page and ``Server: nginx`` (no JSON), or a connection reset (the socket closed
+with an RST after the request was read). ``proxy_body_limit`` is nginx's
+``client_max_body_size``: a larger request body gets nginx's 413 page and never
+reaches Mattermost.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,6 +82,50 @@ class Fault:
     seconds: float = 30.0
     #: Only calls whose body contains this (one alert's post among others).
     body_contains: bytes | None = None
+    #: Several paths (the post and the upload); used instead of ``path`` when set.
+    paths: tuple[str, ...] | None = None
+
+    def hits(self, method: str, path: str, body: bytes) -> bool:
+        if self.body_contains is not None and self.body_contains not in body:
+            return False
+        if self.method not in (None, method):
+            return False
+        if self.paths is not None:
+            return path in self.paths
+        return self.path in (None, path)
+
+
+#: The answers :meth:`MattermostStandIn.proxy` can give, as nginx words them.
+PROXY_ANSWERS = {
+    "400": "Bad Request",
+    "408": "Request Time-out",
+    "413": "Request Entity Too Large",
+    "429": "Too Many Requests",
+    "502": "Bad Gateway",
+    "503": "Service Temporarily Unavailable",
+    "504": "Gateway Time-out",
+    "reset": "",
+}
+POSTS = "/api/v4/posts"
+FILES = "/api/v4/files"
+
+
+def nginx_page(
+    status: int, retry_after: float | str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """nginx's own error page for ``status``, as it sends it (HTML, never JSON)."""
+    title = f"{status} {PROXY_ANSWERS[str(status)]}"
+    body = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx/1.24.0</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    ).encode()
+    headers = {"Server": "nginx/1.24.0", "Content-Type": "text/html"}
+    if status in (408, 413):
+        headers["Connection"] = "close"  # nginx closes after these
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
+    return status, headers, body
 
 
 @dataclass
@@ -93,8 +148,14 @@ class MattermostStandIn:
         token: str | None = None,
         dedup_ttl: float = 30.0,
         max_file_size: int = 50 * 1024 * 1024,
+        proxy_body_limit: int | None = None,
+        max_post_size: int = 16383,
     ) -> None:
         self.token = token or "standin-" + secrets.token_hex(16)
+        #: nginx's ``client_max_body_size`` in front of the server; None: no proxy limit.
+        self.proxy_body_limit = proxy_body_limit
+        #: Mattermost's post size limit in characters (``model.post.is_valid.msg``).
+        self.max_post_size = max_post_size
         self.dedup_ttl = dedup_ttl
         self.max_file_size = max_file_size
         self.user = {"id": new_id(), "username": "perfalert-bot", "is_bot": True}
@@ -174,6 +235,42 @@ class MattermostStandIn:
                 Fault(kind, method, path, times, status, retry_after, seconds, body_contains)
             )
 
+    def proxy(
+        self,
+        answer: str,
+        *,
+        times: int | None = 1,
+        paths: tuple[str, ...] = (POSTS,),
+        method: str | None = "POST",
+        retry_after: float | str | None = None,
+        body_contains: bytes | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls to ``paths`` as nginx in front of Mattermost would.
+
+        ``answer`` is a key of :data:`PROXY_ANSWERS`: a status with nginx's page,
+        or ``"reset"`` (the connection reset once the request was read).
+        """
+        if answer not in PROXY_ANSWERS:
+            raise ValueError(f"no such proxy answer: {answer!r}")
+        with self._lock:
+            self._faults.append(
+                Fault(
+                    "proxy_reset" if answer == "reset" else "proxy",
+                    method,
+                    None,
+                    times,
+                    int(answer) if answer != "reset" else 0,
+                    retry_after,
+                    body_contains=body_contains,
+                    paths=paths,
+                )
+            )
+
+    def script(self, *answers: str, paths: tuple[str, ...] = (POSTS,)) -> None:
+        """The next calls to ``paths`` get these proxy answers, one each, in order."""
+        for answer in answers:
+            self.proxy(answer, paths=paths)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -183,9 +280,7 @@ class MattermostStandIn:
     def _take_fault(self, method: str, path: str, body: bytes) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.body_contains is not None and fault.body_contains not in body:
-                    continue
-                if (fault.method in (None, method)) and (fault.path in (None, path)):
+                if fault.hits(method, path, body):
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
@@ -347,6 +442,9 @@ class MattermostStandIn:
                 "api.context.invalid_body_param.app_error",
                 "Invalid or missing message in request body.",
             )
+        if len(str(data.get("message", ""))) > self.max_post_size:
+            # Post.IsValid refuses it for good: the same post is refused every time.
+            return self.error(400, "model.post.is_valid.msg.app_error", "Invalid Message.")
         pending = str(data.get("pending_post_id") or "")
         now = time.monotonic()
         with self._changed:
@@ -445,8 +543,24 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         authorized = self.headers.get("Authorization", "") == f"Bearer {standin.token}"
-        fault = standin._take_fault(method, parts.path, body)
+        limit = standin.proxy_body_limit
+        if limit is not None and length > limit:
+            fault: Fault | None = Fault("proxy", method, parts.path, 1, 413)
+        else:
+            fault = standin._take_fault(method, parts.path, body)
         release = standin._release
+        if fault is not None and fault.kind == "proxy_reset":
+            standin._record(
+                Recorded(
+                    method, parts.path, 0, time.monotonic(), authorized, dict(self.headers),
+                    parts.query, body,
+                )
+            )  # fmt: skip
+            # SO_LINGER with a zero timeout: close() sends an RST, not a FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return
         if fault is not None and fault.kind == "hang":
             standin._record(
                 Recorded(
@@ -465,7 +579,14 @@ class _Handler(BaseHTTPRequestHandler):
             return  # the request was never processed; the client gave up
         if fault is not None and fault.kind == "delay":
             release.wait(fault.seconds)  # a slow answer, but an answer
-        if fault is not None and fault.kind == "status" and fault.status == 429:
+        if fault is not None and fault.kind == "proxy":
+            answer: tuple[int, dict[str, str], bytes] = nginx_page(
+                fault.status,
+                (fault.retry_after if fault.retry_after is not None else 1)
+                if fault.status == 429
+                else None,
+            )
+        elif fault is not None and fault.kind == "status" and fault.status == 429:
             retry = fault.retry_after if fault.retry_after is not None else 1
             headers = {
                 "Content-Type": "text/plain",
@@ -474,7 +595,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "X-Ratelimit-Reset": str(int(retry)) if not isinstance(retry, str) else "1",
                 "Retry-After": retry if isinstance(retry, str) else f"{retry:g}",
             }
-            answer: tuple[int, dict[str, str], bytes] = (429, headers, b"limit exceeded\n")
+            answer = (429, headers, b"limit exceeded\n")
         elif fault is not None and fault.kind == "status" and fault.status == 503:
             answer = (503, {"Content-Type": "text/html"}, b"<html>503 Service Unavailable</html>")
         elif fault is not None and fault.kind == "echo_auth":
@@ -504,6 +625,8 @@ class _Handler(BaseHTTPRequestHandler):
             release.wait(fault.seconds)
             self.close_connection = True
             return  # processed, but the answer never comes
+        if headers.get("Connection") == "close":
+            self.close_connection = True
         try:
             self.send_response(status)
             for key, value in headers.items():

@@ -307,3 +307,35 @@ def test_without_read_permission_a_post_whose_answer_was_lost_may_show_twice(
     app.test_client().get("/slow/a")
     settle()
     assert len(standin.posts) == 2, "at least once: it could not look, so it posted again"
+
+
+# -- a proxy's answer during a replay ------------------------------------------------------
+@pytest.mark.parametrize("answer", ["408", "502", "reset"])
+def test_a_proxy_answer_during_a_replay_keeps_the_entry_and_never_drops_it(
+    app: Flask,
+    standin: MattermostStandIn,
+    spool_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+) -> None:
+    kept_while_down(app, standin, spool_dir, "alpha", "beta")
+    standin.start()
+    standin.proxy(answer, body_contains=b"`alpha`")  # the oldest entry's post, once
+    result = app.test_cli_runner().invoke(args=["perfalert", "check"])
+    assert result.exit_code == 0, result.output
+    left = [e["summary"].split()[1] for e in spooled(spool_dir)]
+    if answer == "reset":
+        # No answer at all: Mattermost may be unreachable, so the replay stops there.
+        assert "2 alert(s) were waiting; 0 sent, 2 left." in result.output
+        assert sorted(left) == ["alpha", "beta"]
+        assert (
+            f"Mattermost alerts wait in the spool {spool_dir}: could not create the post: "
+            f"{standin.url} closed the connection without an answer."
+        ) in [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    else:
+        # An answer about this post: it waits on its own, the others go on.
+        assert "2 alert(s) were waiting; 1 sent, 1 left." in result.output
+        assert left == ["alpha"]
+    assert sorted(n for n in posted_for(standin) if n != "perfalert_check") == sorted(
+        {"alpha", "beta"} - set(left)
+    )

@@ -235,7 +235,7 @@ class PerfAlertSettings(BaseSettings):
         3,
         ge=0,
         le=MAX_RETRIES,
-        description="Retries of one delivery on connection errors, timeouts, 5xx and 429.",
+        description="Retries of one delivery on connection errors, timeouts, 408, 425, 429, 5xx.",
     )
     mattermost_timeout: float = Field(
         10.0,

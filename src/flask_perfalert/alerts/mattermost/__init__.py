@@ -4,11 +4,14 @@
   request) the alert is rendered and written to the spool at once, so even a
   ``SIGKILL`` a moment later loses nothing; Mattermost's own thread sends it.
   No network call is made on the signal's thread.
-* Retries: connection errors, timeouts, 5xx and 429 (its Retry-After honoured
-  up to ``MAX_RETRY_AFTER``) are retried with exponential back-off and jitter;
-  then Mattermost is taken to be down and later alerts get one try each. A
-  settings problem (401, 403, 404) keeps the alert for after the fix; a
-  problem of the alert itself (400, 413 on the post) drops it.
+* What each answer does is one table, :data:`.policy.POLICY`: connection
+  errors, timeouts, 408, 425, 429 (its Retry-After honoured up to
+  ``MAX_RETRY_AFTER``) and 5xx are retried with exponential back-off and
+  jitter, then Mattermost is taken to be down and later alerts get one try
+  each; a settings problem (401, 403, 404) and any answer the table does not
+  know keep the alert for after the fix; a 413 sends less (the post without
+  the report, or a shorter message); only a 400 saying the message itself is
+  invalid drops it.
 * Replay: alerts waiting in the spool are sent at start-up, on a timer with
   back-off while any wait, and after every delivery; an entry that keeps
   failing waits longer on its own and never holds up the others. An
@@ -32,7 +35,24 @@ from typing import TYPE_CHECKING, Any
 from ..._logging import LimitedWarning, logger
 from .address import ServerAddress, configuration_problems, parse_server_url
 from .client import MAX_RETRY_AFTER, MattermostClient, MattermostError
-from .message import report_note, spool_entry
+from .message import (
+    SHORTER_MESSAGE_CHARS,
+    report_note,
+    shorter_message,
+    spool_entry,
+    where_the_report_is,
+)
+from .policy import (
+    LOG_DROP,
+    LOG_KEEP,
+    LOG_REPLAY_STOPS,
+    LOG_RETRIES_OVER,
+    LOG_RETRY,
+    LOG_SHORTER,
+    LOG_WITHOUT_REPORT,
+    SHORTEST_REFUSED,
+    Action,
+)
 from .spool import Spool, SpoolEntry, SpoolUnavailable
 from .worker import WORKER, SendJob
 
@@ -79,6 +99,9 @@ class MattermostAlerts:
         self.client = MattermostClient(address, token, channel_id, settings.mattermost_timeout)
         self.max_retries = settings.mattermost_max_retries
         self.spool = Spool(spool_dir, on_drop=self._dropped)
+        #: Where the file subscriber writes reports: the full report of an alert
+        #: Mattermost cannot take whole is read there.
+        self.report_folder = Path(settings.file_dir).absolute() if settings.file_enabled else None
         #: Until then (monotonic), Mattermost is taken to be down.
         self._down_until = 0.0
         self._replay_delay = REPLAY_MIN
@@ -136,7 +159,7 @@ class MattermostAlerts:
         """Render and spool the alert now; Mattermost's thread sends it."""
         if event.duplicate:
             return
-        data = spool_entry(event, self.app_key)
+        data = spool_entry(event, self.app_key, report_folder=self.report_folder)
         try:
             entry = self.spool.add(data)
         except SpoolUnavailable:  # logged once by the spool
@@ -162,23 +185,25 @@ class MattermostAlerts:
             try:
                 self._send(entry)
             except MattermostError as exc:
-                if exc.kind != "transient":
+                if exc.action is not Action.RETRY:
                     self._refused(entry, exc)
                     return
                 delay = _backoff(retry, exc.retry_after)
                 if retry >= retries or delay > MAX_INLINE_WAIT or WORKER.closing:
                     self.stats.add("delivery_failures")
                     self._unavailable(delay if exc.retry_after is not None else None)
-                    self.keep(entry, f"{exc} (after {retry + 1} tries)")
+                    self.keep(entry, str(exc), tries=retry + 1)
                     return
                 retry += 1
                 logger.info(
-                    "Mattermost alert for %s: %s; try %d of %d in %.1f s.",
-                    entry.data["summary"],
-                    exc,
-                    retry + 1,
-                    retries + 1,
-                    delay,
+                    "%s",
+                    LOG_RETRY.format(
+                        summary=entry.data["summary"],
+                        reason=exc,
+                        n=retry + 1,
+                        tries=retries + 1,
+                        delay=f"{delay:.1f}",
+                    ),
                 )
                 if not WORKER.sleep(delay):
                     self.keep(entry, "the process is exiting")
@@ -193,7 +218,8 @@ class MattermostAlerts:
 
         An entry that fails on its own (a 5xx) waits longer and the others go on;
         the replay stops when Mattermost cannot be reached, refuses the settings
-        or asks to slow down. Returns how many were delivered and how many are left.
+        or asks to slow down; only a message refused for good is dropped. Returns
+        how many were delivered and how many are left.
         """
         delivered = failed_in_a_row = 0
         now = time.monotonic()
@@ -205,19 +231,22 @@ class MattermostAlerts:
             try:
                 self._send(entry)
             except MattermostError as exc:
-                if exc.kind == "entry":
+                if exc.action is Action.DROP:
                     self._refused(entry, exc)
                     continue
                 self.spool.release(entry)
                 self.stats.add("delivery_failures")
                 failed_in_a_row += 1
-                if exc.kind == "transient" and exc.status not in (None, 429):
+                if _about_the_entry(exc):
                     self._entry_failed(entry)
                     if failed_in_a_row < REPLAY_FAILURES_IN_A_ROW:
                         continue
-                self._unavailable(REPLAY_MAX if exc.kind == "config" else exc.retry_after)
-                log = logger.error if exc.kind == "config" else logger.warning
-                log("Mattermost alerts wait in the spool %s: %s.", self.spool.folder, exc)
+                settings = exc.rule.setting is not None
+                self._unavailable(REPLAY_MAX if settings else exc.retry_after)
+                level = logging.ERROR if exc.action is Action.KEEP else LOG_REPLAY_STOPS.level
+                logger.log(
+                    level, "%s", LOG_REPLAY_STOPS.format(spool=self.spool.folder, reason=exc)
+                )
                 break
             else:
                 self._delivered(entry, replayed=True)
@@ -238,6 +267,7 @@ class MattermostAlerts:
         if found is not None:
             return found
         message = str(data["message"])
+        report_path = data.get("report_path")
         html = data.get("report_html")
         if html is None:
             entry.report_problem = "it could not be made (see the app's log)"
@@ -245,16 +275,19 @@ class MattermostAlerts:
             try:
                 entry.file_id = client.upload(str(data["report_name"]), html.encode("utf-8"))
             except MattermostError as exc:
-                if exc.kind != "entry":
+                if exc.action is not Action.SMALLER:
                     raise
                 logger.warning(
-                    "Mattermost alert for %s: %s; posting it without the report.",
-                    data["summary"],
-                    exc,
+                    "%s",
+                    LOG_WITHOUT_REPORT.format(
+                        summary=data["summary"],
+                        reason=exc,
+                        report=where_the_report_is(report_path),
+                    ),
                 )
                 entry.report_problem = str(exc)
         if entry.report_problem is not None:
-            message += report_note(entry.report_problem)
+            message += report_note(entry.report_problem, report_path)
         file_ids = [entry.file_id] if entry.file_id is not None else []
         if not sent_at:
             # Written before the post goes out: whoever tries again later (this
@@ -263,7 +296,30 @@ class MattermostAlerts:
                 self.spool.update(entry, post_sent_at=time.time())
             except OSError:
                 entry.data["post_sent_at"] = time.time()
-        post = client.create_post(message, file_ids, event_id, {EVENT_PROP: event_id})
+        text = message
+        for step in range(len(SHORTER_MESSAGE_CHARS) + 1):
+            try:
+                post = client.create_post(text, file_ids, event_id, {EVENT_PROP: event_id})
+                break
+            except MattermostError as exc:
+                if exc.action is not Action.SMALLER:
+                    raise
+                if step == len(SHORTER_MESSAGE_CHARS):
+                    raise MattermostError(
+                        f"{exc}, even cut to its heading; raise the body size limit of the "
+                        "server or of the proxy in front of it (nginx: client_max_body_size)",
+                        SHORTEST_REFUSED,
+                        exc.status,
+                    ) from None
+                logger.warning(
+                    "%s",
+                    LOG_SHORTER.format(
+                        summary=data["summary"],
+                        reason=exc,
+                        report=where_the_report_is(report_path),
+                    ),
+                )
+                text = shorter_message(message, step, str(exc), report_path)
         if file_ids and file_ids[0] not in (post.get("file_ids") or []):
             logger.warning(
                 "Mattermost posted the alert for %s without its report (the server did not "
@@ -279,7 +335,7 @@ class MattermostAlerts:
         try:
             return self.client.find_post(EVENT_PROP, event_id, sent_at - CLOCK_SKEW)
         except MattermostError as exc:
-            if exc.kind == "transient":
+            if exc.action is Action.RETRY:
                 raise
             self._lookup_warning.warn(
                 "Mattermost alert for %s: an earlier try may have been posted, but %s; it is "
@@ -302,37 +358,41 @@ class MattermostAlerts:
             entry.data["summary"],
         )
 
-    def keep(self, entry: SpoolEntry, reason: str) -> None:
-        """The alert stays in the spool, or is dropped if it never got there."""
-        summary = entry.data["summary"]
+    def keep(
+        self, entry: SpoolEntry, reason: str, level: int = logging.WARNING, tries: int = 0
+    ) -> None:
+        """The alert stays in the spool, or is dropped if it never got there.
+
+        ``tries``: how many tries a retryable answer got before it waits (the
+        policy's retries-over line); else the policy's KEEP line, at ``level``.
+        """
         if not entry.on_disk:
-            self.stats.add("dropped")
-            logger.warning("Mattermost alert for %s dropped: %s.", summary, reason)
+            self._dropped(entry.data, f"{reason} (after {tries} tries)" if tries else reason, level)
             return
         self.spool.release(entry)
         self.stats.add("spooled")
         self._schedule_replay()
-        logger.warning(
-            "Mattermost alert for %s kept in the spool %s: %s; it is sent again later.",
-            summary,
-            self.spool.folder,
-            reason,
-        )
+        line = LOG_RETRIES_OVER if tries else LOG_KEEP
+        fields = {"summary": entry.data["summary"], "spool": self.spool.folder, "tries": tries}
+        logger.log(level, "%s", line.format(reason=reason, **fields))
 
     def _refused(self, entry: SpoolEntry, exc: MattermostError) -> None:
-        """A 4xx: nothing to gain by trying again now."""
+        """Nothing to gain by trying again now: keep the alert for later, or drop it."""
         self.stats.add("delivery_failures")
-        if exc.kind == "config":
-            logger.error("Mattermost alert not delivered: %s.", exc)
-            self._unavailable(REPLAY_MAX)
-            self.keep(entry, str(exc))
+        if exc.action is not Action.DROP:  # the policy's KEEP, or an answer it does not know
+            if _about_the_entry(exc):
+                self._entry_failed(entry)
+                self._unavailable(None)
+            else:
+                self._unavailable(REPLAY_MAX)
+            self.keep(entry, str(exc), level=logging.ERROR)
             return
         self.spool.remove(entry)
         self._dropped(entry.data, str(exc), level=logging.ERROR)
 
     def _dropped(self, data: dict[str, Any], reason: str, level: int = logging.WARNING) -> None:
         self.stats.add("dropped")
-        logger.log(level, "Mattermost alert for %s dropped: %s.", data.get("summary"), reason)
+        logger.log(level, "%s", LOG_DROP.format(summary=data.get("summary"), reason=reason))
 
     def crashed(self, entry: SpoolEntry) -> None:
         """An unexpected error on the delivery thread: log it, keep the alert, try it later."""
@@ -389,6 +449,13 @@ class MattermostAlerts:
         What waits in the spool stays there for the next process (or the new set-up).
         """
         WORKER.forget(self)
+
+
+def _about_the_entry(exc: MattermostError) -> bool:
+    """Whether the failure may be this alert's own (the others may go): not a setting, not 429."""
+    if exc.action is Action.RETRY:
+        return exc.status not in (None, 429)
+    return exc.action is Action.KEEP and exc.rule.setting is None
 
 
 def _backoff(retry: int, retry_after: float | None) -> float:

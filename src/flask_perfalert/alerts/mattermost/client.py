@@ -4,7 +4,9 @@
   report, create the post, look a post up) and turns every failure into a
   :class:`MattermostError` whose message is safe to log and to show: it never
   contains the token, and it says what to do ("Mattermost rejected the token
-  (401)").
+  (401)"). The error carries its row of the policy (:mod:`.policy`): what the
+  delivery code does with the alert. A proxy's HTML page is named by its
+  title, so the reason says who answered.
 * HTTP calls are bounded by the driver's ``request_timeout`` option, which it
   passes to ``requests`` as ``timeout``; its ``timeout`` option only concerns
   the websocket and does not bound HTTP calls.
@@ -20,17 +22,16 @@ import os
 import re
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any
 
 import requests
 from mattermostdriver import Driver
 
 from ...settings import MASK
 from .address import ServerAddress
+from .policy import NO_ANSWER, WHAT, Action, Call, Rule, rule_for
 
 _DRIVER_LOGGERS = ("mattermostdriver", "mattermostdriver.api", "mattermostdriver.websocket")
-
-Kind = Literal["transient", "config", "entry"]
 
 #: The longest wait a 429's Retry-After is honoured for (seconds); a longer one is cut.
 MAX_RETRY_AFTER = 600.0
@@ -42,18 +43,21 @@ class MattermostError(Exception):
     def __init__(
         self,
         message: str,
-        kind: Kind,
+        rule: Rule = NO_ANSWER,
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        #: ``"transient"``: try again later; ``"config"``: the settings or the
-        #: server's set-up must change; ``"entry"``: this alert cannot be sent.
-        self.kind = kind
+        #: The row of :data:`~.policy.POLICY` the answer fell under.
+        self.rule = rule
         self.status = status
         #: Seconds the server asked us to wait (429 Retry-After).
         self.retry_after = retry_after
+
+    @property
+    def action(self) -> Action:
+        return self.rule.action
 
 
 class _Scrubber(logging.Filter):
@@ -132,13 +136,13 @@ class MattermostClient:
 
     def me(self) -> dict[str, Any]:
         """The account the token belongs to (checks the token)."""
-        answer = self._call("check the token", lambda: self.driver.users.get_user("me"))
+        answer = self._call("token", lambda: self.driver.users.get_user("me"))
         return answer if isinstance(answer, dict) else {}
 
     def upload(self, name: str, data: bytes) -> str:
         """Upload a file to the channel; its file id."""
         answer = self._call(
-            "upload the report",
+            "upload",
             lambda: self.driver.files.upload_file(
                 self.channel_id, {"files": (name, data, "text/html")}
             ),
@@ -147,9 +151,7 @@ class MattermostClient:
             return str(answer["file_infos"][0]["id"])
         except (KeyError, IndexError, TypeError):
             raise MattermostError(
-                "the upload answer has no file id; is PERFALERT_MATTERMOST_URL a Mattermost "
-                "server?",
-                "transient",
+                "the upload answer has no file id; is PERFALERT_MATTERMOST_URL a Mattermost server?"
             ) from None
 
     def create_post(
@@ -165,11 +167,10 @@ class MattermostClient:
             "pending_post_id": pending_post_id,
             "props": props,
         }
-        post = self._call("create the post", lambda: self.driver.posts.create_post(options))
+        post = self._call("post", lambda: self.driver.posts.create_post(options))
         if not isinstance(post, dict) or "id" not in post:
             raise MattermostError(
-                "the post answer is not a post; is PERFALERT_MATTERMOST_URL a Mattermost server?",
-                "transient",
+                "the post answer is not a post; is PERFALERT_MATTERMOST_URL a Mattermost server?"
             )
         return post
 
@@ -177,7 +178,7 @@ class MattermostClient:
         """A post of the channel changed after ``since`` (epoch seconds) with ``props[prop]``."""
         params = {"since": int(since * 1000)}
         answer = self._call(
-            "look for the post",
+            "lookup",
             lambda: self.driver.posts.get_posts_for_channel(self.channel_id, params),
         )
         posts = answer.get("posts") if isinstance(answer, dict) else None
@@ -187,91 +188,41 @@ class MattermostClient:
         return None
 
     # -- errors -----------------------------------------------------------------------
-    def _call(self, what: str, call: Any) -> Any:
+    def _call(self, call: Call, do: Any) -> Any:
         try:
-            return _json(call())
+            return _json(do())
         except ValueError:  # requests' JSONDecodeError too
             # The answer was not JSON (a proxy's HTML page, another web server).
             raise MattermostError(
-                f"could not {what}: the answer is not Mattermost's JSON API; is "
-                f"PERFALERT_MATTERMOST_URL ({self.address.display}) the Mattermost server?",
-                "transient",
+                f"could not {WHAT[call]}: the answer is not Mattermost's JSON API; is "
+                f"PERFALERT_MATTERMOST_URL ({self.address.display}) the Mattermost server?"
             ) from None
         except requests.RequestException as exc:
-            raise self._explain(what, exc) from None
+            raise self._explain(call, exc) from None
 
-    def _explain(self, what: str, exc: requests.RequestException) -> MattermostError:
-        where = self.address.display
+    def _explain(self, call: Call, exc: requests.RequestException) -> MattermostError:
+        """The policy's row for this failure, and its reason in words."""
+        what, where = WHAT[call], self.address.display
         if isinstance(exc, requests.ConnectTimeout):
-            return MattermostError(
-                f"could not {what}: no connection to {where} within {self.timeout:g} s (timeout)",
-                "transient",
-            )
-        if isinstance(exc, requests.Timeout):
-            return MattermostError(
-                f"could not {what}: {where} did not answer within {self.timeout:g} s (timeout)",
-                "transient",
-            )
-        if isinstance(exc, requests.ConnectionError):
-            return MattermostError(
-                f"could not {what}: {_connection_problem(exc, where)}",
-                "transient",
-            )
+            said = f"no connection to {where} within {self.timeout:g} s (timeout)"
+        elif isinstance(exc, requests.Timeout):
+            said = f"{where} did not answer within {self.timeout:g} s (timeout)"
+        elif isinstance(exc, requests.ConnectionError):
+            said = _connection_problem(exc, where)
+        else:
+            said = ""
         status = _status(exc)
-        server_said = _server_message(exc)
         if status is None:
-            return MattermostError(
-                f"could not {what}: {scrub(type(exc).__name__)} talking to {where}",
-                "transient",
-            )
-        if status == 401:
-            return MattermostError(
-                "Mattermost rejected the token (401); check PERFALERT_MATTERMOST_TOKEN"
-                + server_said,
-                "config",
-                status,
-            )
-        if status == 403:
-            return MattermostError(
-                f"channel not found or bot not a member (403): could not {what} in channel "
-                f"{self.channel_id}; check PERFALERT_MATTERMOST_CHANNEL_ID and add the bot to "
-                f"the channel{server_said}",
-                "config",
-                status,
-            )
-        if status == 413:
-            return MattermostError(f"report too large (413){server_said}", "entry", status)
-        if status == 429:
-            return MattermostError(
-                f"could not {what}: Mattermost asks to slow down (429)",
-                "transient",
-                status,
-                retry_after=_retry_after(exc),
-            )
-        if status == 404:
-            return MattermostError(
-                f"could not {what}: not found (404) on {where}; is PERFALERT_MATTERMOST_URL "
-                f"the Mattermost server?{server_said}",
-                "config",
-                status,
-            )
-        if status == 501:
-            return MattermostError(
-                f"could not {what}: the feature is disabled on the server (501){server_said}",
-                "entry",
-                status,
-            )
-        if status >= 500:
-            return MattermostError(
-                f"could not {what}: Mattermost answered {status}{server_said}",
-                "transient",
-                status,
-            )
-        return MattermostError(
-            f"could not {what}: Mattermost refused the request ({status}){server_said}",
-            "entry",
-            status,
+            said = said or f"{scrub(type(exc).__name__)} talking to {where}"
+            return MattermostError(NO_ANSWER.reason.format(what=what, said=said))
+        response = _response(exc)
+        error_id, server_said = _server_error(exc, response)
+        rule = rule_for(status, call, error_id)
+        message = rule.reason.format(
+            what=what, where=where, status=status, said=server_said, channel=self.channel_id
         )
+        retry_after = _retry_after(response) if rule.honours_retry_after else None
+        return MattermostError(message, rule, status, retry_after)
 
 
 def _json(answer: Any) -> Any:
@@ -303,26 +254,66 @@ def _status(exc: requests.RequestException) -> int | None:
     return response.status_code if response is not None else None
 
 
-def _server_message(exc: requests.RequestException) -> str:
-    response = exc.response
+def _response(exc: requests.RequestException) -> requests.Response | None:
+    """The answer behind ``exc``.
+
+    The driver raises its own exceptions for some statuses ``from None``, without
+    the response; Python still keeps the ``HTTPError`` they replace, which has it.
+    """
+    if exc.response is not None:
+        return exc.response
+    context = exc.__context__
+    if isinstance(context, requests.HTTPError) and context.response is not None:
+        return context.response
+    return None
+
+
+_TITLE = re.compile(r"(?is)<title[^>]*>(.*?)</title>|<h1[^>]*>(.*?)</h1>")
+_TAGS = re.compile(r"(?s)<[^>]*>")
+
+
+def _server_error(
+    exc: requests.RequestException, response: requests.Response | None
+) -> tuple[str | None, str]:
+    """Mattermost's error id (None if the answer is not its error) and its words, for a reason.
+
+    A proxy's HTML page is named by its title, so a reason says who answered.
+    """
+    error_id: str | None = None
     text = ""
     if response is not None:
         try:
             body = response.json()
-            text = str(body.get("message", "")) if isinstance(body, dict) else ""
         except ValueError:
-            text = ""
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("id"), str):
+            error_id = body["id"]
+            text = str(body.get("message", ""))
+        else:
+            page = response.text or ""
+            found = _TITLE.search(page)
+            if found:
+                page = found.group(1) or found.group(2) or ""
+            page = " ".join(_TAGS.sub(" ", page).split())
+            if page:
+                return None, _clip_said(f"the answer is not Mattermost's: {page}", quote=False)
+            return None, ""
     elif exc.args and isinstance(exc.args[0], str):
         text = exc.args[0]  # the driver's exceptions carry the server's message
+    return error_id, _clip_said(text)
+
+
+def _clip_said(text: str, quote: bool = True) -> str:
     text = " ".join(scrub(text).split())
     if len(text) > 200:
         text = text[:199] + "…"
-    return f' (server said: "{text}")' if text else ""
+    if not text:
+        return ""
+    return f' (server said: "{text}")' if quote else f" ({text})"
 
 
-def _retry_after(exc: requests.RequestException) -> float | None:
+def _retry_after(response: requests.Response | None) -> float | None:
     """Seconds the server asks us to wait, at most ``MAX_RETRY_AFTER``; None if it did not say."""
-    response = exc.response
     if response is None:
         return None
     value = response.headers.get("Retry-After")

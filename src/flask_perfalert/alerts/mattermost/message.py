@@ -24,6 +24,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..file import report_name
@@ -141,9 +142,11 @@ def format_message(event: SlowRequestEvent, *, test: bool = False) -> str:
     return _fit(lines)
 
 
-def _fit(lines: list[str]) -> str:
-    """Join ``lines``, dropping whole lines (never cutting one) until the text fits."""
-    limit = MAX_MESSAGE_CHARS - 200  # room for a note appended later
+def _fit(lines: list[str], limit: int = MAX_MESSAGE_CHARS - 200) -> str:
+    """Join ``lines``, dropping whole lines (never cutting one) until the text fits.
+
+    The default limit leaves room for a note appended later.
+    """
     while len("\n".join(lines)) > limit and len(lines) > 2:
         # The params line is the longest; then the frames, from the coldest.
         longest = max(range(1, len(lines) - 1), key=lambda i: len(lines[i]))
@@ -151,12 +154,50 @@ def _fit(lines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report_note(reason: str) -> str:
+#: The lengths a post refused as too large (413) is cut to, one after the other.
+SHORTER_MESSAGE_CHARS = (1000, 0)
+
+
+_NO_REPORT_FILE = "the report is in no report folder (file reports are off or it was not written)"
+
+
+def where_the_report_is(report_path: str | None) -> str:
+    """Where the full report of an alert can be read, for a log line."""
+    if report_path and Path(report_path).is_file():
+        return f"the full report: {report_path}"
+    return _NO_REPORT_FILE
+
+
+def report_note(reason: str, report_path: str | None = None) -> str:
     """A line appended to a message whose report could not be attached."""
-    return f"\n_The report could not be attached: {reason}._"
+    return f"\n_The report could not be attached: {reason}; {_where(report_path)}._"
 
 
-def spool_entry(event: SlowRequestEvent, app_key: str, *, test: bool = False) -> dict[str, Any]:
+def shorter_message(message: str, step: int, reason: str, report_path: str | None) -> str:
+    """``message`` cut to the ``step``-th of :data:`SHORTER_MESSAGE_CHARS`, with a note saying so.
+
+    Whole lines go, the longest first; the heading always stays.
+    """
+    lines = message.split("\n")
+    limit = SHORTER_MESSAGE_CHARS[step]
+    text = _fit(lines, limit) if limit else lines[0]
+    return f"{text}\n_This message was cut to fit: {reason}; {_where(report_path)}._"
+
+
+def _where(report_path: str | None) -> str:
+    # A path is the app's own setting, shown as code all the same.
+    if report_path and Path(report_path).is_file():
+        return f"the full report is {code(report_path, 400)}"
+    return _NO_REPORT_FILE
+
+
+def spool_entry(
+    event: SlowRequestEvent,
+    app_key: str,
+    *,
+    test: bool = False,
+    report_folder: Path | None = None,
+) -> dict[str, Any]:
     """What the spool keeps of an alert: the post's text and the report, never the token."""
     return {
         "version": ENTRY_VERSION,
@@ -167,5 +208,8 @@ def spool_entry(event: SlowRequestEvent, app_key: str, *, test: bool = False) ->
         "message": format_message(event, test=test),
         "report_name": report_name(event),
         "report_html": event.html,
+        # Where the file subscriber writes the report (receivers run in no set
+        # order, so it may not be written yet): read when Mattermost cannot take it.
+        "report_path": str(report_folder / report_name(event)) if report_folder else None,
         "post_sent_at": None,
     }
