@@ -52,9 +52,9 @@ class Once:
 class EventsWorker(DeliveryWorker):
     thread_name = "flask-perfalert-events"
 
-    def _start(self) -> None:
+    def start(self) -> None:
         starting = self._thread is None
-        super()._start()
+        super().start()
         if starting:
             # At exit, atexit runs the last registered first: registered now, after
             # the subscribers' workers were made (at init_app), the events still

@@ -207,6 +207,8 @@ class AppMonitor:
             # only when asked); the event is there when client.get() returns.
             self.handle(record, end)
             return
+        if self.mattermost_alerts is not None:
+            self.mattermost_alerts.prepare()
         if body is None:
             EVENTS.submit(Job(_what(record), partial(self.handle, record, end)))
             return

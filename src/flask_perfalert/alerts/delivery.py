@@ -73,19 +73,27 @@ class DeliveryWorker:
             job.abandon("the alert queue is full")
             return False
         if self._thread is None:
-            self._start()
+            self.start()
         return True
 
     #: Name of the worker thread (subclasses run threads of their own).
     thread_name = "flask-perfalert-delivery"
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the thread now, if it does not run.
+
+        Called when the first slow request is handed on, so the thread exists
+        before the process exits: an event made at exit (a short script, the
+        last requests of a worker) would find that Python 3.12 and later start
+        no thread during shutdown, and its alert could only be spooled.
+        """
+        if self._thread is not None:
+            return
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=self.thread_name, daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+                thread.start()
+                self._thread = thread
 
     def _next_job(self) -> Job | None:
         """Wait for the next job; None stops the thread."""

@@ -155,6 +155,11 @@ class MattermostAlerts:
         return alerts
 
     # -- the thread that sends the signal ------------------------------------------------
+    def prepare(self) -> None:
+        """Start the delivery thread while threads can still start (a slow request
+        has been handed on; its post may be made as the process exits)."""
+        WORKER.start()
+
     def on_slow_request(self, sender: object, event: SlowRequestEvent, **extra: object) -> None:
         """Render and spool the alert now; Mattermost's thread sends it."""
         if event.duplicate:

@@ -74,7 +74,7 @@ class MattermostWorker(DeliveryWorker):
             if current is None or due < current:
                 self._wakeups[alerts] = due
         if self._thread is None:
-            self._start()
+            self.start()
         elif threading.current_thread() is not self._thread:
             try:  # wake the thread up to see the new time
                 self._queue.put_nowait(_Nudge())
