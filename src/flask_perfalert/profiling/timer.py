@@ -115,9 +115,12 @@ def install_timer(
             except (AttributeError, IndexError, TypeError):
                 return _other_body(body, record)
             if streamed:
-                # The work happens while the server iterates: time it to close().
+                # The work happens while the server iterates: time it to close(). A
+                # body nobody closes (a test's) is timed to the app's return: the
+                # time it then lay unread is not the request's.
+                returned = _perf_counter()
                 callbacks.append(
-                    when_closed(body, partial(ended, record), partial(_discarded, record))
+                    when_closed(body, partial(ended, record), partial(_discarded, record, returned))
                 )
                 return body
             # Not streamed: the view has done all its work; what is left is copying
@@ -242,9 +245,15 @@ def _sample(stats: Stats, environ: WSGIEnvironment, seconds: float) -> None:
         stats.latencies.append((method, environ.get("PATH_INFO", ""), seconds))
 
 
-def _discarded(record: InFlight) -> None:
-    """A finalizer: a streamed response was discarded without being closed."""
-    later(partial(ended, record, perf_counter()))
+def _discarded(record: InFlight, returned: float) -> None:
+    """A finalizer: a lazily produced response was discarded without being closed.
+
+    Its work is timed to ``returned``, when the app gave it to the server: what
+    was produced after that is not known without timing each chunk, and the time
+    it lay unread is not work. Servers always close what they send; this is the
+    case of a test that keeps a response without closing it.
+    """
+    later(partial(ended, record, returned))
 
 
 def stop_profiler(record: InFlight) -> None:
@@ -262,12 +271,16 @@ def stop_profiler(record: InFlight) -> None:
 def _other_body(body: Iterable[bytes], record: InFlight) -> Iterable[bytes]:
     assert record.environ is not None
     file_wrapper = record.environ.get("wsgi.file_wrapper")
-    if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
-        # Keep the server's sendfile path: timing ends before the file is sent.
+    if isinstance(body, list | tuple) or (
+        isinstance(file_wrapper, type) and isinstance(body, file_wrapper)
+    ):
+        # The work is done (a list of bytes), or the rest is the server's sendfile
+        # path, which is kept: timing ends now.
         ended(record)
         return body
+    returned = perf_counter()
     timed = _TimedBody(body, record)
-    timed.closed = when_closed(timed, partial(ended, record), partial(_discarded, record))
+    timed.closed = when_closed(timed, partial(ended, record), partial(_discarded, record, returned))
     return timed
 
 
