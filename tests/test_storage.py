@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import stat
+import subprocess
 import sys
 import time
 from contextlib import closing
@@ -17,9 +18,9 @@ from typing import Any
 import pytest
 from conftest import FakeClock, claim_race, make_perf
 from flask import Flask
-from servers import free_port
+from servers import free_port, wait_for
 
-from flask_perfalert import SlowRequestEvent, perf_slow_request
+from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
 from flask_perfalert._logging import WARN_INTERVAL
 from flask_perfalert.storage import FallbackStore, MemoryStore, open_store
 from flask_perfalert.storage.fallback import RETRY_MAX, RETRY_MIN
@@ -330,3 +331,50 @@ def test_a_password_in_the_uri_is_never_shown(
     assert "hunter2" not in result.output
     assert f"redis://127.0.0.1:{port}/0 is not available" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+EXIT_AFTER_A_SLOW_REQUEST = """
+import sys, time
+from flask import Flask
+from flask_perfalert import PerfAlert
+app = Flask("shop")
+app.config.update(PERFALERT_STORAGE_URI=sys.argv[1], PERFALERT_FILE_DIR=sys.argv[2])
+PerfAlert(app, threshold_seconds=0.05)
+app.add_url_rule("/slow", "slow", lambda: str(time.sleep(0.08)))
+app.test_client().get("/slow")  # not testing: handed on as the response goes
+"""
+
+
+def test_with_redis_down_a_process_that_exits_at_once_still_alerts(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            EXIT_AFTER_A_SLOW_REQUEST,
+            f"redis://127.0.0.1:{free_port()}/0",  # nobody listens: Redis is down
+            str(reports),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Slow request: GET slow (200)" in done.stderr
+    assert "decided in this process as it exits" in done.stderr
+    assert len(list(reports.glob("perfalert-*.html"))) == 1
+
+
+def test_with_redis_down_a_running_app_alerts_after_holding(
+    app: Flask, events: list[SlowRequestEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_perfalert.storage import fallback
+
+    monkeypatch.setattr(fallback, "HOLD_MAX", 0.3)
+    app.testing = False  # as in production: the claim may wait for the store
+    app.config["PERFALERT_STORAGE_URI"] = f"redis://127.0.0.1:{free_port()}/0"
+    PerfAlert(app, threshold_seconds=0.05, file_enabled=False)
+    app.add_url_rule("/slow", "slow", lambda: str(time.sleep(0.08)))
+    app.test_client().get("/slow").close()
+    alerted = wait_for(lambda: [e for e in events if not e.duplicate], timeout=15)
+    assert alerted[0].endpoint == "slow"

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -223,3 +224,43 @@ def _tls_answers(port: int, cert: Path) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+TWO_HOSTS = """
+import sys, time
+from flask import Flask
+from flask_perfalert import PerfAlert
+app = Flask("shop")
+app.config.update(PERFALERT_STORAGE_URI=sys.argv[1], PERFALERT_DATA_DIR=sys.argv[2])
+PerfAlert(app, threshold_seconds=0.05)
+app.add_url_rule("/slow", "slow", lambda: str(time.sleep(0.08)))
+client = app.test_client()
+client.get("/warm-up")  # a 404: the process is ready
+start = float(sys.argv[3])
+while time.time() < start:
+    pass
+client.get("/slow").close()
+"""
+
+
+def test_two_hosts_sharing_redis_alert_once_for_one_endpoint(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    for trial in range(3):
+        start = time.time() + 2.0  # both make their slow request at the same moment
+        hosts = [tmp_path / f"trial{trial}-host{n}" for n in (1, 2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", TWO_HOSTS, redis_server.url, str(host), str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for host in hosts
+        ]
+        outputs = [proc.communicate(timeout=60)[1] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], outputs
+        reports = [r for host in hosts for r in host.glob("shop/reports/perfalert-*.html")]
+        assert len(reports) == 1, outputs
+        assert sum(output.count("Slow request: GET slow") for output in outputs) == 1
+        redis_server.client().flushall()  # the next trial starts a new window

@@ -9,11 +9,12 @@ disk work all run here. At exit, queued jobs get a bounded time.
 from __future__ import annotations
 
 import atexit
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ._logging import logger
-from .alerts.delivery import DeliveryWorker
+from .alerts.delivery import EXIT_FLUSH_SECONDS, DeliveryWorker
 
 
 class Job:
@@ -51,6 +52,29 @@ class Once:
 
 class EventsWorker(DeliveryWorker):
     thread_name = "flask-perfalert-events"
+
+    def __init__(self) -> None:
+        self._before_shutdown: list[Callable[[], None]] = []
+        super().__init__()
+
+    def before_shutdown(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` at exit before the last jobs are waited for: work it queues
+        (alerts a store held while it was away) still runs."""
+        if hook not in self._before_shutdown:
+            self._before_shutdown.append(hook)
+
+    def shutdown(self, timeout: float = EXIT_FLUSH_SECONDS) -> None:
+        # The events queued at exit first (they may hold alerts in a store that is
+        # away), then the hooks (which decide those), then what the hooks queued.
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:
+            self.wait_idle(timeout)
+        for hook in list(self._before_shutdown):
+            try:
+                hook()
+            except Exception:
+                logger.exception("Flask-PerfAlert failed at exit")
+        super().shutdown(max(deadline - time.monotonic(), 1.0))
 
     def start(self) -> None:
         starting = self._thread is None

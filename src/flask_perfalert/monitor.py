@@ -38,6 +38,7 @@ from .profiling.timer import hold_back, later, when_closed
 from .signals import perf_slow_request
 from .stats import FIRST_FLUSH_DELAY, Stats, share_counters
 from .storage import MemoryStore, Store, open_store
+from .storage.fallback import decide_held_at_exit
 from .time_by_kind import time_by_kind
 
 if TYPE_CHECKING:
@@ -416,6 +417,11 @@ class AppMonitor:
         except Exception:
             logger.exception("The alert store failed; alerting anyway")
             return True
+
+
+# Alerts held while the shared store was away are decided at exit before the events
+# thread waits for its last jobs, so their signal and subscribers still run.
+EVENTS.before_shutdown(decide_held_at_exit)
 
 
 def _what(record: InFlight) -> str:

@@ -242,7 +242,7 @@ def _c_call_kind(frame: _Frame) -> tuple[str, str] | None:
     return None
 
 
-_IMPORT = re.compile(r"^\s*(?:import|from)\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([A-Za-z_]\w*)|import[ \t]+([^#\n;]+))", re.MULTILINE)
 _imports_cache: dict[str, tuple[str, ...]] = {}
 
 
@@ -250,7 +250,14 @@ def _imports(file: str) -> tuple[str, ...]:
     """The top-level modules ``file`` imports, in order (read once per file)."""
     known = _imports_cache.get(file)
     if known is None:
-        found = _IMPORT.findall("".join(linecache.getlines(file)))
+        found: list[str] = []
+        for source, names in _IMPORT.findall("".join(linecache.getlines(file))):
+            if source:  # from a.b import c
+                found.append(source)
+            else:  # import a.b as c, d
+                found += [
+                    n.strip().split(".", 1)[0].split()[0] for n in names.split(",") if n.strip()
+                ]
         known = tuple(dict.fromkeys(name.lstrip("_") or name for name in found))
         if len(_imports_cache) < 1_000:
             _imports_cache[file] = known

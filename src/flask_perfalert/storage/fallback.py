@@ -47,7 +47,7 @@ from .memory import MemoryStore
 RETRY_MIN = 1.0
 RETRY_MAX = 30.0
 #: A claim held this long (seconds) while the store is away is decided in memory.
-HOLD_MAX = 600.0
+HOLD_MAX = 60.0
 #: Claims held at most; more are decided in memory at once.
 MAX_HELD = 100
 #: Keys decided locally during an outage that are handed to the store when it is back.
@@ -310,11 +310,11 @@ class FallbackStore:
                     overdue += 1
         if overdue:
             self._overdue_warning.warn(
-                "%d slow endpoint(s) decided in this process after the alert store %s was "
-                "away for %.0f s: other processes may alert for them too",
+                "%d slow endpoint(s) decided in this process %s, the alert store %s being "
+                "away: other processes may alert for them too",
                 overdue,
+                "as it exits" if final else f"after {HOLD_MAX:.0f} s",
                 self.description,
-                HOLD_MAX,
                 now=now,
             )
         for later, won in decided:
@@ -396,9 +396,14 @@ class FallbackStore:
 _STORES_HOLDING: weakref.WeakSet[FallbackStore] = weakref.WeakSet()
 
 
-def _decide_held_at_exit() -> None:
+def decide_held_at_exit() -> None:
+    """Decide every held claim of this process: the last try of each store, then here.
+
+    The events thread runs it first at exit (the alerts it decides are then
+    sent); registered here too, for a process that has no events thread.
+    """
     for store in list(_STORES_HOLDING):
         store.decide_held(final=True)
 
 
-atexit.register(_decide_held_at_exit)
+atexit.register(decide_held_at_exit)
