@@ -144,12 +144,20 @@ class AppMonitor:
         return None if self._timer is None else self._timer()
 
     def connect(self, app: Flask) -> None:
-        for receiver in self.subscribers:
-            perf_slow_request.connect(receiver, sender=app)
+        perf_slow_request.connect(self._built_in, sender=app)
 
     def disconnect(self, app: Flask) -> None:
+        perf_slow_request.disconnect(self._built_in, sender=app)
+
+    def _built_in(self, sender: Flask, event: SlowRequestEvent, **extra: Any) -> None:
+        """The built-in subscribers, in their order: the report file is written before
+        the Mattermost post is queued, so the post can name it (blinker keeps its
+        receivers in no order)."""
         for receiver in self.subscribers:
-            perf_slow_request.disconnect(receiver, sender=app)
+            try:
+                receiver(sender, event=event, **extra)
+            except Exception:
+                logger.exception("A receiver of perf_slow_request failed for %s", event.summary())
 
     def close(self) -> None:
         """Release what this monitor opened (the store's connections, Mattermost's replays)."""
