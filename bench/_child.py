@@ -341,6 +341,57 @@ def task_sampler(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _threads_cpu_ns() -> dict[int, int]:
+    """Nanoseconds on a CPU of each thread of this process but the main one (schedstat)."""
+    out: dict[int, int] = {}
+    for entry in os.listdir("/proc/self/task"):
+        tid = int(entry)
+        if tid == os.getpid():
+            continue
+        try:
+            with open(f"/proc/self/task/{entry}/schedstat") as handle:
+                out[tid] = int(handle.read().split()[0])
+        except OSError:  # the thread ended
+            continue
+    return out
+
+
+def task_thread_cost(spec: dict[str, Any]) -> dict[str, Any]:
+    """The extension's own threads while the main thread serves ``rate`` fast requests a second.
+
+    The idle sampler's polls, the events thread and the counters' flushes run on
+    threads of their own; their CPU time per second of wall time is their cost.
+    """
+    app = apps.create_app("sampling")
+    call = make_caller(app)
+    path = apps.FAST_KINDS["json"]
+    for _ in range(200):
+        call(path)
+    _internals.settle()
+    gap = 1.0 / spec["rate"]
+    before = _threads_cpu_ns()
+    t0 = perf_counter()
+    served = 0
+    due = t0
+    while perf_counter() - t0 < spec["seconds"]:
+        call(path)
+        served += 1
+        due += gap
+        pause = due - perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    wall = perf_counter() - t0
+    after = _threads_cpu_ns()
+    cpu = sum(after[t] - before.get(t, 0) for t in after) / 1e9
+    return {
+        "rate": served / wall,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "share_of_core": cpu / wall,
+        "threads": len(after),
+    }
+
+
 def task_calibrate(spec: dict[str, Any]) -> dict[str, Any]:
     """Seconds per unit of work of each part function, on this machine (best of 3)."""
     import sqlite3
@@ -383,6 +434,7 @@ TASKS = {
     "instructions": _instructions.task_instructions,
     "stores": _stores.task_stores,
     "sample_cost": _sample_cost.task_sample_cost,
+    "thread_cost": task_thread_cost,
 }
 
 

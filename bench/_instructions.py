@@ -62,6 +62,8 @@ def task_instructions(spec: dict[str, Any]) -> dict[str, Any]:
             call(path)
         _internals.settle()
         gc.collect()
+        if spec.get("freeze"):
+            gc.freeze()
         os.getppid()  # callgrind dumps what was counted so far
         for _ in range(requests):
             call(path)

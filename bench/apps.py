@@ -41,6 +41,7 @@ FAST_KINDS = {
     "recursive": "/recursive",
     "sqlite": "/sqlite",
     "io5ms": "/io5ms",
+    "streamed": "/streamed",
 }
 FAST_DESCRIPTIONS = {
     "json": "trivial JSON",
@@ -49,6 +50,7 @@ FAST_DESCRIPTIONS = {
     "recursive": "recursive Python (fib(16))",
     "sqlite": "SQLite query (GROUP BY over 2,000 rows)",
     "io5ms": "5 ms I/O wait",
+    "streamed": "streamed response (30 chunks from a generator)",
 }
 #: Slow views by endpoint name: their URL and their three part functions.
 SLOW_KINDS = {
@@ -276,6 +278,14 @@ def create_app(mode: str = "sampling", endpoints: int = 0) -> Flask:
             .fetchall()
         )
         return jsonify(result)
+
+    @app.get("/streamed")
+    def streamed() -> Any:
+        def rows() -> Any:
+            for item in items[:30]:
+                yield f"{item.id},{item.name},{item.price}\n"
+
+        return app.response_class(rows(), mimetype="text/csv")
 
     @app.get("/io5ms")
     def io5ms() -> Any:

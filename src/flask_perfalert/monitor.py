@@ -216,6 +216,10 @@ class AppMonitor:
             # only when asked); the event is there when client.get() returns.
             self.handle(record, end)
             return
+        # The threads that make and deliver the alert start now, on the request's thread:
+        # it may be handed on as the process exits, and from Python 3.12 on no thread
+        # can start then.
+        EVENTS.start()
         if self.mattermost_alerts is not None:
             self.mattermost_alerts.prepare()
         if body is None:

@@ -245,12 +245,16 @@ class FallbackStore:
         """Hold the claim until the store answers (lock held); None, or True if full."""
         if len(self._held) >= MAX_HELD:
             return self._decide_here(key, window, now)
-        self._held[key] = _Held(window, now, later)
         if self._retrier is None:
-            self._retrier = threading.Thread(
+            retrier = threading.Thread(
                 target=self._retry_held, name="flask-perfalert-store", daemon=True
             )
-            self._retrier.start()
+            try:
+                retrier.start()
+            except RuntimeError:  # the process exits (3.12+ starts no thread then)
+                return self._decide_here(key, window, now)
+            self._retrier = retrier
+        self._held[key] = _Held(window, now, later)
         _STORES_HOLDING.add(self)
         return None
 
