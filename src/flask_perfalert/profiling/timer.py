@@ -220,22 +220,48 @@ def ended(record: InFlight, end: float | None = None) -> None:
         state.finish(record, end, None)
 
 
+#: The bodies watched for being discarded unclosed: a weak reference each, whose
+#: call-back runs the body's ``discarded`` work. Plain weak references, not
+#: ``weakref.finalize`` objects, which cost a streamed response several thousand
+#: instructions more to make.
+_WATCHED: dict[int, weakref.ref[Any]] = {}
+
+
 def when_closed(
     body: object, closed: Callable[[], Any], discarded: Callable[[], Any]
 ) -> Callable[[], None]:
     """A close call-back that runs ``closed``; ``discarded`` runs if ``body`` is collected unclosed.
 
-    Closing detaches the finalizer: left registered, its call-back (which leads
-    to the request, and from there often back to the body) would keep the body,
-    and all it holds, alive for ever.
+    Closing drops the weak reference, and its call-back with it: left in place,
+    the call-back (which leads to the request, and from there often back to the
+    body) would keep the body, and all it holds, alive for ever.
     """
-    finalizer = weakref.finalize(body, discarded)
+
+    def gone(ref: weakref.ref[Any]) -> None:
+        if _WATCHED.pop(id(ref), None) is not None:
+            discarded()
+
+    ref = weakref.ref(body, gone)
+    key = id(ref)
+    _WATCHED[key] = ref
 
     def on_close() -> None:
-        finalizer.detach()
-        closed()
+        if _WATCHED.pop(key, None) is not None:
+            closed()
 
     return on_close
+
+
+def _discard_watched_at_exit() -> None:
+    """At exit, the bodies still unclosed are handed on as discarded (then run_later)."""
+    for key, ref in list(_WATCHED.items()):
+        callback = ref.__callback__
+        if callback is not None and _WATCHED.get(key) is ref:
+            callback(ref)
+
+
+# Registered after run_later, so run before it: the unclosed bodies, then their work.
+atexit.register(_discard_watched_at_exit)
 
 
 def _sample(stats: Stats, environ: WSGIEnvironment, seconds: float) -> None:
