@@ -91,9 +91,9 @@ def install_timer(
     ) -> Iterable[bytes]:
         if _later:
             run_later()
-        record = _InFlight(_perf_counter(), _get_ident(), _state, environ)
-        if not _sampler.running:
+        if not _sampler.running:  # before the clock starts: not the request's time
             start_sampler(_sampler)
+        record = _InFlight(_perf_counter(), _get_ident(), _state, environ)
         if _state.special and _begin_special(record):
             return _state.wrapped(environ, start_response)
         record.server_start_response = start_response
@@ -176,6 +176,8 @@ def _begin_special(record: InFlight) -> bool:
         state.first_request = None
         state._refresh()
         first_request()
+        # The check of the settings (made here when testing) is not the request's time.
+        record.start = perf_counter()
     excluded = state.path_glob
     assert record.environ is not None
     if excluded is not None and excluded(record.environ.get("PATH_INFO", "")) is not None:
