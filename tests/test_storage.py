@@ -378,3 +378,23 @@ def test_with_redis_down_a_running_app_alerts_after_holding(
     app.test_client().get("/slow").close()
     alerted = wait_for(lambda: [e for e in events if not e.duplicate], timeout=15)
     assert alerted[0].endpoint == "slow"
+
+
+def test_a_file_of_an_earlier_version_keeps_its_key_states(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "perfalert.db"
+    with sqlite3.connect(path) as conn:  # the key states of a file made before they kept more
+        conn.execute(
+            "CREATE TABLE perfalert_keys (key TEXT PRIMARY KEY NOT NULL, worst REAL NOT NULL,"
+            " since INTEGER NOT NULL, suppressed INTEGER NOT NULL, alerts INTEGER NOT NULL,"
+            " expires REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO perfalert_keys VALUES ('p:GET a', 1.0, 2, 3, 1, ?)", (1e12,))
+    conn.close()
+    store = open_store(f"sqlite://{path}", "p:", clock)
+    assert not store.settle("GET a", 1.5, False, 2.0, 600.0, time.time()).alert
+    assert store.settle("GET a", 2.5, False, 2.0, 600.0, time.time()).alert  # escalates
+    assert store.key_states()["GET a"].alerts == 2
+    assert not store.degraded
+    store.close()

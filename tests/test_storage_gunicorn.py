@@ -175,3 +175,35 @@ def test_redis_killed_mid_run(tmp_path: Path, redis_server: RedisServer) -> None
     assert warned and max(warned.values()) == 1
     assert all("is not available" in line for line in warnings)
     assert not [line for line in log_lines(tmp_path) if " ERROR " in line]
+
+
+def test_two_hosts_at_once_one_slower_send_one_alert(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # The same endpoint slow on two hosts at the same time, one of them three times
+    # as slow (a cold start, a busier machine): one alert. "Getting worse" is for a
+    # request that began after the alerted one had ended, not for one running beside it.
+    release = tmp_path / "release"
+    host1 = Gunicorn(APP, tmp_path / "host1", app_env(tmp_path, "host1", redis_server.url))
+    env2 = app_env(tmp_path, "host2", redis_server.url)
+    host2 = Gunicorn(APP, tmp_path / "host2", {**env2, "STORAGE_APP_HOLD_UNTIL": str(release)})
+    with host1, host2, ThreadPoolExecutor(1) as pool:
+        slower = pool.submit(host2.get, "/slow/a")
+        wait_for(Path(f"{release}.started").exists, timeout=20, what="host2's slow request")
+        assert host1.get("/slow/a")[0] == 200
+        [(pid1, duplicate)] = wait_events(tmp_path, "slow_a", 1)  # host1 alerted
+        assert not duplicate
+        release.touch()  # host2's request, running all along, ends now
+        assert slower.result()[0] == 200
+        events = wait_events(tmp_path, "slow_a", 2)
+        assert events == [(pid1, False), (events[1][0], True)]
+        assert events[1][0] != pid1
+
+        # Begun after the alert and three times as slow: that is getting worse.
+        assert host2.get("/slow/a")[0] == 200
+        events = wait_events(tmp_path, "slow_a", 3)
+    assert events[2][1] is False
+    assert len(reports(tmp_path, "slow_a")) == 2
+    [escalation] = [line for line in log_lines(tmp_path) if "Getting worse" in line]
+    assert escalation.split()[0] == str(events[2][0])
+    assert not store_trouble(tmp_path)

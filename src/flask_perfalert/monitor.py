@@ -369,7 +369,10 @@ class AppMonitor:
         # The first of the window alerts; a later one alerts again when it got markedly
         # worse; the others are counted, and the next alert says how many there were.
         factor = self.escalation_factor
-        settled = self.store.settle(event.key, event.duration, won, factor, self.window_seconds)
+        started = event.timestamp.timestamp()
+        settled = self.store.settle(
+            event.key, event.duration, won, factor, self.window_seconds, started
+        )
         event.duplicate = not settled.alert
         if settled.alert:
             event.suppressed = settled.suppressed_before

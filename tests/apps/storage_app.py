@@ -8,7 +8,11 @@ the extension itself), and
   of concurrent workers never mix);
 * ``STORAGE_APP_LOG``: a file receiving the extension's log records as
   ``<pid> <LEVEL> <message>``, from ``STORAGE_APP_LOG_LEVEL`` (``INFO``) up;
-* ``STORAGE_APP_SLEEP``: seconds each ``/slow/<name>`` request takes (0.2).
+* ``STORAGE_APP_SLEEP``: seconds each ``/slow/<name>`` request takes (0.2);
+* ``STORAGE_APP_HOLD_UNTIL``: a file; each ``/slow/<name>`` request first creates
+  ``<file>.started``, then waits until the file exists (at most 60 s), then
+  takes three times ``STORAGE_APP_SLEEP``: a request the test makes slower
+  than another, and end after it.
 
 Routes: ``/`` answers at once; ``/slow/a``, ``/slow/b``, ``/slow/c`` are three
 slow endpoints (three de-duplication keys).
@@ -28,6 +32,7 @@ from flask_perfalert import PerfAlert, SlowRequestEvent, perf_slow_request
 EVENTS = os.environ.get("STORAGE_APP_EVENTS")
 LOG = os.environ.get("STORAGE_APP_LOG")
 SLEEP = float(os.environ.get("STORAGE_APP_SLEEP", "0.2"))
+HOLD_UNTIL = os.environ.get("STORAGE_APP_HOLD_UNTIL")
 
 if LOG:
     handler = logging.FileHandler(LOG)
@@ -46,6 +51,13 @@ def index() -> str:
 
 
 def slow() -> str:
+    if HOLD_UNTIL:
+        with open(f"{HOLD_UNTIL}.started", "a"):
+            pass
+        deadline = time.monotonic() + 60
+        while not os.path.exists(HOLD_UNTIL) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(2 * SLEEP)  # and SLEEP below: three times as slow
     time.sleep(SLEEP)
     return f"{os.getpid()}\n"
 

@@ -105,6 +105,8 @@ class KeyState(NamedTuple):
     suppressed: int = 0
     #: Alerts sent: the first of each window, and escalations.
     alerts: int = 0
+    #: When the last alerted request (or call) ended: wall-clock seconds since the epoch.
+    alerted_end: float = 0.0
 
 
 class Settled(NamedTuple):
@@ -119,7 +121,7 @@ class Settled(NamedTuple):
 
 
 def settle_state(
-    state: KeyState | None, seconds: float, first: bool, factor: float
+    state: KeyState | None, seconds: float, first: bool, factor: float, started: float
 ) -> tuple[KeyState, Settled]:
     """The new state of a key, and the outcome, for one slow request or call.
 
@@ -127,20 +129,26 @@ def settle_state(
     alerts; a later one alerts again (an escalation) when it took at least
     ``factor`` times the worst alerted so far, so a key escalates at most once
     per ``factor`` (twice as slow, by default); the others are counted.
+
+    ``started`` is when this one began (wall clock). Only one that began after
+    the last alerted one had ended is "later": one that ran beside it (on
+    another worker or host, slower there) is part of what was alerted, however
+    much slower, and is counted.
     """
     state = state or KeyState()
+    end = started + seconds
     if first:
         return (
-            KeyState(seconds, 0, state.suppressed, state.alerts + 1),
+            KeyState(seconds, 0, state.suppressed, state.alerts + 1, end),
             Settled(True, None, state.since),
         )
-    if state.worst > 0 and seconds >= factor * state.worst:
+    if state.worst > 0 and seconds >= factor * state.worst and started >= state.alerted_end:
         return (
-            KeyState(seconds, 0, state.suppressed, state.alerts + 1),
+            KeyState(seconds, 0, state.suppressed, state.alerts + 1, end),
             Settled(True, state.worst, state.since),
         )
     return (
-        KeyState(state.worst, state.since + 1, state.suppressed + 1, state.alerts),
+        state._replace(since=state.since + 1, suppressed=state.suppressed + 1),
         Settled(False, None, 0),
     )
 
@@ -188,9 +196,18 @@ class Store(Protocol):
         ...
 
     def settle(
-        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+        self,
+        key: str,
+        seconds: float,
+        first: bool,
+        factor: float,
+        window_seconds: float,
+        started: float,
     ) -> Settled:
-        """Apply :func:`settle_state` to ``key``'s state, atomically for every worker."""
+        """Apply :func:`settle_state` to ``key``'s state, atomically for every worker.
+
+        ``started``: when the request (or call) began, wall-clock seconds since the epoch.
+        """
         ...
 
     def key_states(self) -> dict[str, KeyState]:

@@ -191,14 +191,20 @@ class FallbackStore:
 
     # -- key states and latencies: the store's while it answers, this process's else --------
     def settle(
-        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+        self,
+        key: str,
+        seconds: float,
+        first: bool,
+        factor: float,
+        window_seconds: float,
+        started: float,
     ) -> Settled:
         """The store's rule for ``key``; while it is away, this process's memory's."""
-        local = self.memory.settle(key, seconds, first, factor, window_seconds)
+        local = self.memory.settle(key, seconds, first, factor, window_seconds, started)
         if self.degraded:
             return local
         try:
-            return self.store.settle(key, seconds, first, factor, window_seconds)
+            return self.store.settle(key, seconds, first, factor, window_seconds, started)
         except Exception as exc:
             with self._lock:
                 self._failed(exc, self.clock())

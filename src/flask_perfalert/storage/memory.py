@@ -61,13 +61,20 @@ class MemoryStore:
             del self._expiry[oldest_key]
 
     def settle(
-        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+        self,
+        key: str,
+        seconds: float,
+        first: bool,
+        factor: float,
+        window_seconds: float,
+        started: float,
     ) -> Settled:
         key = self.prefix + key
         now = self.clock()
         with self._lock:
             state, expires = self._states.get(key, (None, 0.0))
-            new, settled = settle_state(state if expires > now else None, seconds, first, factor)
+            current = state if expires > now else None
+            new, settled = settle_state(current, seconds, first, factor, started)
             self._states[key] = (new, now + state_ttl(window_seconds))
             self._states.move_to_end(key)
             while len(self._states) > MAX_KEYS:

@@ -206,7 +206,13 @@ class RedisStore:
         return values
 
     def settle(
-        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+        self,
+        key: str,
+        seconds: float,
+        first: bool,
+        factor: float,
+        window_seconds: float,
+        started: float,
     ) -> Settled:
         """Apply the settle rule to ``key``'s state, optimistically (WATCH, MULTI/EXEC)."""
         name = f"{self.prefix}state:{key}"
@@ -216,7 +222,8 @@ class RedisStore:
             for _ in range(SETTLE_TRIES):
                 try:
                     pipe.watch(name)  # type: ignore[no-untyped-call]
-                    new, settled = settle_state(_state(pipe.hgetall(name)), seconds, first, factor)
+                    state = _state(pipe.hgetall(name))
+                    new, settled = settle_state(state, seconds, first, factor, started)
                     pipe.multi()
                     pipe.hset(name, mapping={k: repr(v) for k, v in new._asdict().items()})
                     pipe.pexpire(name, ttl)
@@ -300,6 +307,7 @@ def _state(raw: Mapping[Any, Any]) -> KeyState | None:
             int(float(fields["since"])),
             int(float(fields["suppressed"])),
             int(float(fields["alerts"])),
+            float(fields.get("alerted_end", 0.0)),  # absent in states of earlier versions
         )
     except (KeyError, ValueError):
         return None  # not written by us: start afresh

@@ -80,19 +80,24 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS perfalert_keys ("
     " key TEXT PRIMARY KEY NOT NULL,"
     " worst REAL NOT NULL, since INTEGER NOT NULL, suppressed INTEGER NOT NULL,"
-    " alerts INTEGER NOT NULL, expires REAL NOT NULL)",
+    " alerts INTEGER NOT NULL, expires REAL NOT NULL, alerted_end REAL NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS perfalert_latencies ("
     " app TEXT NOT NULL, endpoint TEXT NOT NULL, hour INTEGER NOT NULL,"
     " bucket INTEGER NOT NULL, count INTEGER NOT NULL,"
     " PRIMARY KEY (app, endpoint, hour, bucket))",
 )
-_STATE = "SELECT worst, since, suppressed, alerts FROM perfalert_keys WHERE key = ? AND expires > ?"
+_STATE = (
+    "SELECT worst, since, suppressed, alerts, alerted_end FROM perfalert_keys "
+    "WHERE key = ? AND expires > ?"
+)
+#: Files made before a key's state kept when its last alerted request ended.
+_ADD_ALERTED_END = "ALTER TABLE perfalert_keys ADD COLUMN alerted_end REAL NOT NULL DEFAULT 0"
 _SET_STATE = (
-    "INSERT OR REPLACE INTO perfalert_keys (key, worst, since, suppressed, alerts, expires) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO perfalert_keys "
+    "(key, worst, since, suppressed, alerts, alerted_end, expires) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _STATES = (
-    "SELECT key, worst, since, suppressed, alerts FROM perfalert_keys "
+    "SELECT key, worst, since, suppressed, alerts, alerted_end FROM perfalert_keys "
     "WHERE key >= ? AND key < ? AND expires > ?"
 )
 _ADD_LATENCY = (
@@ -226,7 +231,13 @@ class SQLiteStore:
         return True
 
     def settle(
-        self, key: str, seconds: float, first: bool, factor: float, window_seconds: float
+        self,
+        key: str,
+        seconds: float,
+        first: bool,
+        factor: float,
+        window_seconds: float,
+        started: float,
     ) -> Settled:
         """Apply the settle rule to ``key``'s state in one transaction; raises on failure."""
         key = self.prefix + key
@@ -234,8 +245,8 @@ class SQLiteStore:
 
         def change(conn: sqlite3.Connection) -> Settled:
             row = conn.execute(_STATE, (key, now)).fetchone()
-            state = KeyState(row[0], row[1], row[2], row[3]) if row is not None else None
-            new, settled = settle_state(state, seconds, first, factor)
+            state = KeyState(*row) if row is not None else None
+            new, settled = settle_state(state, seconds, first, factor, started)
             conn.execute(_SET_STATE, (key, *new, now + state_ttl(window_seconds)))
             return settled
 
@@ -371,6 +382,13 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(perfalert_keys)")}
+            if "alerted_end" not in columns:
+                try:
+                    conn.execute(_ADD_ALERTED_END)
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise  # not another worker adding it at the same time
         except BaseException:
             conn.close()
             raise
