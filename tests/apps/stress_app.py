@@ -66,10 +66,11 @@ class Cyclic:
     def __del__(self) -> None:
         try:
             time.sleep(0)
-        except RuntimeError:
-            # Under gevent, a collection inside a greenlet being finalized runs this
-            # where gevent refuses to switch ("greenlet is being finalized"), with or
-            # without the extension: a finalizer that may switch must allow for it.
+        except Exception:
+            # Under gevent a collection can run this where gevent refuses to switch:
+            # in a greenlet being finalized (RuntimeError) or in the hub's own loop
+            # (BlockingSwitchOutError), with or without the extension. A finalizer
+            # that may switch must allow for it.
             pass
         [object() for _ in range(10)]
 
