@@ -210,7 +210,11 @@ class Runner:
                                 per[v.label][kind] = self.slow_over_http(server.port, path, rid)
                                 # The event, its report and the harness's analysis run
                                 # after the response; on a shared CPU they would slow
-                                # the next one.
+                                # the next one. A loaded machine can leave the worker
+                                # idle before its events thread has begun: wait for
+                                # the event's line too.
+                                if not v.bare:
+                                    wait_for_line(events[v.label], f'"rid": "{rid}"')
                                 server.wait_idle()
                     rounds.append(per)
             finally:
@@ -435,3 +439,18 @@ class Runner:
         return _stores.run_stores(
             self.env_of(None), self.config.store_claims, self.config.store_warmup
         )
+
+
+def wait_for_line(path: Path, text: str, timeout: float = 30.0) -> None:
+    """Wait until a line of ``path`` contains ``text``, for at most ``timeout`` seconds.
+
+    A line that never comes is left to the results to show (the request has no event).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if text in path.read_text():
+                return
+        except OSError:  # not written yet
+            pass
+        time.sleep(0.02)

@@ -110,7 +110,9 @@ def test_slow_requests_are_profiled_and_compared_with_the_truth(
             for label, by_kind in per.items():
                 for kind in SLOW_KINDS.keys() & by_kind.keys():
                     if label != "bare":  # every slow request made its event
-                        assert by_kind[kind]["analysis"]["profile_note"], (context, label, kind)
+                        analysis = by_kind[kind]["analysis"]
+                        assert analysis, f"no event: {context}, {label}, {kind}"
+                        assert analysis["profile_note"], (context, label, kind)
         slow = results["summary"]["slow"][context]
         for kind, names in PARTS.items():
             assert slow[kind]["pyinstrument"]["profiles"] == 1, (context, kind)

@@ -147,7 +147,7 @@ def test_reading_headers_under_load_never_fails(tmp_path: Path, worker_class: st
         # 0.3 s each: every one is slow and sampled. Eight of them at once on two
         # cores keep the interpreter lock busy: the sampler thread waits its turn
         # among four busy threads per worker, and now and then a request ends
-        # before it had two samples; its alert says so ("too few samples").
+        # before its first sample; its alert says so ("too few samples").
         slow = wait_for_events(events, "/copy-headers", len(results))
         missing = without_call_tree(slow, "copy_headers", "functions")
         assert len(missing) <= len(slow) * (1 - SAMPLED_UNDER_LOAD), (

@@ -74,6 +74,30 @@ def test_the_first_slow_request_has_a_profile_that_names_the_culprit(
     assert event.profile.cpu_time > 0
 
 
+def test_a_request_with_few_samples_still_reports_its_cpu_time(
+    app: Flask, events: list[SlowRequestEvent]
+) -> None:
+    # A loaded machine (or a long interval) gives a slow request only a few
+    # samples; its CPU time must still be there, read up to the end of the work.
+    perf = PerfAlert(app, threshold_seconds=0.1, sample_interval=0.05, file_enabled=False)
+
+    @perf.watch(threshold=0.1)
+    def build_invoice() -> int:
+        return crunch_numbers(0.2)
+
+    @app.route("/report")
+    def report() -> str:
+        return str(crunch_numbers(0.2) + build_invoice())
+
+    assert app.test_client().get("/report").status_code == 200
+    assert {e.kind for e in events} == {"request", "function"}
+    for event in events:  # the watched call's is handed on after the request's end
+        assert event.profile is not None
+        assert 1 <= event.profile.sample_count <= 8, event.profile_note
+        assert event.profile.cpu_time > 0.05, event.kind
+        assert event.profile.cpu_time <= event.profile.duration + 0.01
+
+
 def test_sample_after_and_interval_are_settings(app: Flask, events: list[SlowRequestEvent]) -> None:
     PerfAlert(app, threshold_seconds=0.1, sample_after=0, sample_interval=0.02, file_enabled=False)
 
@@ -111,24 +135,36 @@ def test_profiler_modes(
         assert "crunch_numbers" in tree_functions(event)
 
 
-def test_too_few_samples_still_alerts_and_says_so(
+def test_one_sample_gives_a_call_tree_and_says_so(
     app: Flask, events: list[SlowRequestEvent], report_dir: Path, wait_delivery: Any
 ) -> None:
-    # Sampling starts at 90% of the threshold, once a second: a request just over
-    # the threshold ends before a second sample.
-    PerfAlert(app, threshold_seconds=0.1, sample_after=0.9, sample_interval=1.0)
+    # Sampling starts at half the threshold, once a second: a request just over
+    # the threshold ends before a second sample. Its one stack is where the time went.
+    PerfAlert(app, threshold_seconds=0.1, sample_after=0.5, sample_interval=1.0)
 
     @app.route("/")
     def index() -> str:
-        return str(spin(0.105))
+        return str(crunch_numbers(0.105))
 
     app.test_client().get("/")
     event = only(events)
-    assert event.profile is None
-    assert event.profile_note.startswith("No profile: too few samples")
+    assert event.profile is not None
+    assert event.profile_note.startswith("One sample, at 0."), event.profile_note
+    assert "crunch_numbers" in tree_functions(event)
     wait_delivery()
     [report] = report_dir.glob("perfalert-*.html")
-    assert "too few samples" in report.read_text()
+    assert "One sample, at" in report.read_text()
+
+
+def test_no_sample_still_alerts_and_says_so() -> None:
+    # A request that ended before its first sample (its arm point, or a sampler that
+    # waited for a busy CPU): no call tree, and the note says why.
+    policy_ = ProfilingPolicy(PerfAlertSettings(threshold_seconds=0.1))
+    result = policy_.result(0.0, 0.105, "GET /", Measurement(0.0, 0.01))
+    assert result.session is None
+    assert result.note == (
+        "No profile: too few samples (0); sampling starts 0.010s into the work, every 5 ms."
+    )
 
 
 # -- where profiles must be right ----------------------------------------------------------

@@ -50,12 +50,19 @@ class Once:
         self.work()
 
 
+#: Slow work waiting to become events at most. Every request of a busy worker can be
+#: slow at once (eight threads, a few hundred a second, a subscriber that takes
+#: milliseconds): the thread then runs behind, and a thousand was reached in a
+#: minute. A waiting job holds only its samples and request object.
+EVENTS_QUEUE_SIZE = 20_000
+
+
 class EventsWorker(DeliveryWorker):
     thread_name = "flask-perfalert-events"
 
     def __init__(self) -> None:
         self._before_shutdown: list[Callable[[], None]] = []
-        super().__init__()
+        super().__init__(EVENTS_QUEUE_SIZE)
 
     def before_shutdown(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` at exit before the last jobs are waited for: work it queues

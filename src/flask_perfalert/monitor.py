@@ -210,6 +210,9 @@ class AppMonitor:
         Called by the request timer on the request thread, and for watched calls.
         ``body`` is the response's ``ClosingIterator`` when it is not sent yet.
         """
+        measurement = record.measurement
+        if measurement is not None and record.call is None:
+            measurement.read_cpu()  # the request's CPU time runs to its end
         app = self.app
         if app is not None and app.testing:
             # Tests: no server sends the response (Werkzeug's test client closes it
@@ -243,6 +246,8 @@ class AppMonitor:
             stats.flush()
         if end - record.start < record.call.threshold:
             return
+        if record.measurement is not None:
+            record.measurement.read_cpu()  # now, on its thread: it may be held back
         # Inside a timed request: handed on with it, once its response is sent.
         if not hold_back(record, end):
             self.finish(record, end)

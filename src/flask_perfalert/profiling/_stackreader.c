@@ -25,13 +25,17 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#define Py_BUILD_CORE 1
 #if PY_VERSION_HEX >= 0x030B0000
-#  define Py_BUILD_CORE 1
 #  include "internal/pycore_frame.h"
-#  undef Py_BUILD_CORE
 #else
 #  include <frameobject.h>
 #endif
+/* The collector's state, for young_gc_room().  Python.h, included as an extension's,
+ * defines _PyGC_FINALIZED as a macro, which the internal headers define again. */
+#undef _PyGC_FINALIZED
+#include "internal/pycore_interp.h"
+#undef Py_BUILD_CORE
 
 #ifdef Py_GIL_DISABLED
 #  error "The compiled stack reader is not for free-threaded builds: there the sampler is off."
@@ -692,6 +696,40 @@ done:
     return result;
 }
 
+/* Whether the calling thread can make `needed` objects the collector tracks without
+ * starting a collection: an allocation that takes the young generation over its
+ * threshold makes the allocating thread run the collection, and with it every
+ * finalizer and weakref callback of the garbage found, however long they take (on
+ * 3.12 the collection is scheduled for whichever thread next checks for pending
+ * work).  Reads the interpreter's counters; makes no object. */
+static PyObject *
+young_gc_room(PyObject *module, PyObject *arg)
+{
+    long needed = PyLong_AsLong(arg);
+    if (needed == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    struct _gc_runtime_state *gc = &interp->gc;
+    int threshold = gc->generations[0].threshold;
+    if (!gc->enabled || threshold <= 0 || gc->collecting) {
+        Py_RETURN_TRUE; /* no allocation can start a collection now */
+    }
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+    if (_Py_atomic_load_relaxed(&interp->ceval.gc_scheduled)) {
+        Py_RETURN_FALSE;
+    }
+#endif
+    /* A threshold too small for `needed`: room for half of it is the most there is. */
+    if (needed > threshold / 2) {
+        needed = threshold / 2;
+    }
+    if (gc->generations[0].count + needed < threshold) {
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyObject *
 set_identifier_factory(PyObject *module, PyObject *factory)
 {
@@ -743,6 +781,10 @@ static PyMethodDef methods[] = {
     {"read_awaiting", read_awaiting, METH_VARARGS,
      "read_awaiting(coroutine, limit=50) -> identifiers\n\n"
      "A suspended coroutine and what it awaits, the coroutine first; None while it runs."},
+    {"young_gc_room", young_gc_room, METH_O,
+     "young_gc_room(needed) -> bool\n\n"
+     "Whether this thread can make needed objects the collector tracks without\n"
+     "starting a garbage collection."},
     {"set_identifier_factory", set_identifier_factory, METH_O,
      "set_identifier_factory(factory): factory(code, line) -> str makes identifiers."},
     {"cache_info", cache_info, METH_NOARGS, "cache_info() -> {size, hits, misses}"},

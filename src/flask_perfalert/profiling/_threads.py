@@ -88,6 +88,8 @@ _CALL = operator.methodcaller("__call__")
 _ALLOCATION_MARGIN = 16
 #: Frames of one thread read by one guarded read.
 _FRAMES_PER_READ = 32
+#: Frame objects one guarded read may make for each thread asked for.
+FRAME_OBJECTS_PER_THREAD = _FRAMES_PER_READ + 1
 
 #: The last read refused because the gc threshold leaves no room for it at all:
 #: (the threshold, the threshold it would need), or None.
@@ -157,7 +159,7 @@ def _guarded(read: Callable[[], Any], threads: int, threads_asked: int = 1) -> A
     threshold = gc.get_threshold()[0]
     if threshold <= 0:  # automatic collection is off
         return read()
-    allocations = threads + threads_asked * (_FRAMES_PER_READ + 1) + _ALLOCATION_MARGIN
+    allocations = threads + threads_asked * FRAME_OBJECTS_PER_THREAD + _ALLOCATION_MARGIN
     limit = threshold - allocations
     if limit <= _ALLOCATION_MARGIN:
         global too_small

@@ -99,10 +99,7 @@ class Measurement:
         # The work's CPU time: a system call, so read at the first sample and every
         # eighth after it (the last reading is at most eight samples old).
         if self.cpu_clock is not None and not self.sample_count & 7:
-            try:
-                self.cpu_last = time.clock_gettime(self.cpu_clock)
-            except OSError:  # the thread has just ended
-                self.cpu_clock = None
+            self.read_cpu()
         if self.sample_count == 0:
             self.first_sample_at = self.arm_at
             previous = self.start
@@ -118,6 +115,21 @@ class Measurement:
         self._flush()
         self._last_stack = stack
         self._last_seconds = seconds
+
+    def read_cpu(self) -> None:
+        """Read the work's thread's CPU clock: at samples, and once when the work ends.
+
+        The reading at the end makes the CPU time right for work with few samples
+        (a loaded machine, a long interval), whose every-eighth readings may be
+        only the first.
+        """
+        clock = self.cpu_clock
+        if clock is None:
+            return
+        try:
+            self.cpu_last = time.clock_gettime(clock)
+        except OSError:  # the thread has just ended
+            self.cpu_clock = None
 
     @property
     def stacks(self) -> dict[tuple[str, ...], float]:

@@ -27,8 +27,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_perfalert")
 
-#: Fewer samples than this make no useful call tree.
-MIN_SAMPLES = 2
+#: Fewer samples than this make no call tree. One is enough: the time before it is
+#: counted to its stack, and the note says the tree rests on one sample. A request
+#: just over its threshold, or one whose sampler waited for a busy CPU, often has
+#: no more, and its stack is still where the time went.
+MIN_SAMPLES = 1
 
 C_TIME_NOTE = (
     "Time spent inside C code (database drivers, JSON, regular expressions, "
@@ -123,12 +126,20 @@ class ProfilingPolicy:
         # The sampler waits for the interpreter lock, so samples may come later
         # than asked; say how often they really came.
         every = (covered_to - sampled_from) / max(m.sample_count - 1, 1)
-        note = (
-            f"Sampled every {m.interval * 1000:.0f} ms ({every * 1000:.0f} ms on average) "
-            f"from {sampled_from:.3f}s to {covered_to:.3f}s of {duration:.3f}s; the first "
-            f"{sampled_from:.3f}s, before sampling starts, are counted to the first "
-            f"sample's stack ({share:.0%} of the time in the profile). {C_TIME_NOTE}"
-        )
+        if m.sample_count == 1:
+            note = (
+                f"One sample, at {sampled_from:.3f}s of {duration:.3f}s: the request ended "
+                f"before a second; the time to it is counted to its stack ({share:.0%} "
+                f"of the time in the profile). {C_TIME_NOTE}"
+            )
+        else:
+            note = (
+                f"Sampled every {m.interval * 1000:.0f} ms ({every * 1000:.0f} ms on "
+                f"average) from {sampled_from:.3f}s to {covered_to:.3f}s of "
+                f"{duration:.3f}s; the first {sampled_from:.3f}s, before sampling "
+                f"starts, are counted to the first sample's stack ({share:.0%} of the "
+                f"time in the profile). {C_TIME_NOTE}"
+            )
         wall_start = wall_time(start)
         session = session_from_samples(
             m.stacks.items(),
@@ -137,7 +148,8 @@ class ProfilingPolicy:
             interval=m.interval,
             sample_count=m.sample_count,
             description=description,
-            cpu_time=max(m.cpu_last - m.cpu_first, 0.0),
+            # Read to the end of the work, which may lie past the last sample.
+            cpu_time=min(max(m.cpu_last - m.cpu_first, 0.0), covered_to),
         )
         return ProfileResult(session, note)
 

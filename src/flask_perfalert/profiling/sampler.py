@@ -46,20 +46,26 @@ IDLE_POLL = 0.05
 MIN_IDLE_POLL = 0.005
 #: The shortest sleep between two looks (a tick never spins).
 MIN_SLEEP = 0.001
+#: Ticks put off in a row, MIN_SLEEP each, while a tick could start the app's next
+#: garbage collection on the sampler's thread (see ``stacks.gc_room``). Then it ticks
+#: anyway: an app that allocates nothing meanwhile has nothing more to collect soon.
+MAX_GC_DEFERRALS = 5
 
 Clock = Callable[[], float]
 #: Reads the stacks of the given threads (and the number of threads), or None if not now.
 StacksSource = Callable[[tuple[int, ...], int], "ThreadStacks | None"]
 #: Reads a suspended greenlet's stack ((): it runs or ended), or None if not now.
 GreenletSource = Callable[[Any], "Stack | None"]
+#: Whether a tick sampling that many threads can run without starting a collection.
+GcRoom = Callable[[int], bool]
 
 
 class Sampler:
     """Samples the stacks of the work in ``active`` that has passed its arm point.
 
     ``clock``, ``cpu_clock`` (this thread's CPU time, which the overhead control
-    counts) and ``stacks`` are injectable: tests drive :meth:`tick` with fake
-    clocks and stacks of their own, without a thread.
+    counts), ``stacks`` and ``gc_room`` are injectable: tests drive :meth:`tick`
+    with fake clocks and stacks of their own, without a thread.
     """
 
     def __init__(
@@ -69,12 +75,14 @@ class Sampler:
         stacks: StacksSource = _stacks.read_stacks,
         cpu_clock: Clock = time.thread_time,
         greenlet_stack: GreenletSource = _stacks.greenlet_stack,
+        gc_room: GcRoom = _stacks.gc_room,
     ) -> None:
         self.active = ACTIVE if active is None else active
         self.clock = clock
         self.cpu_clock = cpu_clock
         self.read_stacks = stacks
         self.greenlet_stack = greenlet_stack
+        self.gc_room = gc_room
         self.interval = self.base_interval = 0.005
         self.max_overhead = 0.05
         self.idle_poll = IDLE_POLL
@@ -145,7 +153,14 @@ class Sampler:
 
     def _run(self, wakeup: Any) -> None:
         wait = wakeup.acquire
+        deferred = 0
         while self._wakeup is wakeup:  # until a fork made the object another process's
+            if deferred < MAX_GC_DEFERRALS and not self.gc_room(len(self.active)):
+                # The app's threads run their collection (and its finalizers) first.
+                deferred += 1
+                wait(True, MIN_SLEEP)
+                continue
+            deferred = 0
             try:
                 armed = self.tick()
             except Exception:  # pragma: no cover - never let the sampler die

@@ -100,6 +100,47 @@ read_stacks: Callable[[tuple[int, ...], int], ThreadStacks | None] = (
 )
 
 
+#: Objects the collector tracks that one tick of the sampler makes besides its stacks
+#: (the list of work, its entries), and those each thread sampled adds.
+_TICK_OBJECTS = 32
+_OBJECTS_PER_THREAD = 8
+
+
+def _young_gc_room_python(needed: int) -> bool:
+    if not gc.isenabled():
+        return True
+    threshold = gc.get_threshold()[0]
+    if threshold <= 0:
+        return True
+    return gc.get_count()[0] + min(needed, threshold // 2) < threshold
+
+
+_young_gc_room: Callable[[int], bool] = (
+    _young_gc_room_python if _compiled is None else _compiled.young_gc_room
+)
+
+
+def gc_room(threads: int) -> bool:
+    """Whether a tick sampling ``threads`` threads can run now without starting a collection.
+
+    Any allocation that takes the collector's young generation over its
+    threshold makes the thread that allocates run the collection, and with it
+    every finalizer and weakref callback of the app's garbage: under an app
+    whose finalizers release the GIL while other threads keep the CPU, that
+    is seconds without a sample, and the next collection, due by then, falls
+    to the sampler again. So the sampler waits a moment while the young
+    generation is nearly full: the app's next allocation runs the collection
+    on the app's own thread, as it would without the extension. With the
+    compiled reader the check reads the collector's counters and makes no
+    object; the pure-Python one makes two tuples, and on 3.11 its reads need
+    room for their frame objects too (see ``_threads``).
+    """
+    needed = _TICK_OBJECTS + _OBJECTS_PER_THREAD * threads
+    if _compiled is None and _threads.NEEDS_GC_HEADROOM:
+        needed += threads * _threads.FRAME_OBJECTS_PER_THREAD
+    return _young_gc_room(needed)
+
+
 def greenlet_stack(greenlet: Any) -> Stack | None:
     """A suspended greenlet's stack; () if it runs or ended; None if not readable now."""
     if _compiled is not None:
