@@ -245,6 +245,64 @@ def test_an_outage_keeps_the_counts_and_sends_them_once(
     assert "counts wait in this process" in store_warnings[0].getMessage()
 
 
+def test_the_last_requests_are_counted_without_another_request(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A burst, then silence: the requests after the burst's first batch reach
+    # `flask perfalert stats` one flush interval later, not at the next request.
+    monkeypatch.setattr(_counters, "FLUSH_INTERVAL", 0.5)
+    monkeypatch.setattr(_counters, "FIRST_FLUSH_DELAY", 0.0)
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    perf = PerfAlert(app, storage_uri=f"sqlite://{tmp_path}/perfalert.db")
+    store = perf._monitor(app).store
+    client = app.test_client()
+    for _ in range(5):
+        client.get("/")
+    assert store.counters(app.name)["requests"] == 1  # the first batch: the first request
+
+    def counted() -> bool:
+        return store.counters(app.name).get("requests") == 5
+
+    wait_for(counted, timeout=10, interval=0.1, what="the burst's last requests counted")
+
+
+@pytest.mark.usefixtures("every_request_flushes")
+def test_counts_the_store_did_not_take_arrive_without_another_request(
+    app: Flask, tmp_path: Path
+) -> None:
+    # The last requests of a burst, while another worker held the file: their counts
+    # reach `flask perfalert stats` by themselves, not at this worker's next request.
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    path = tmp_path / "perfalert.db"
+    perf = PerfAlert(app, storage_uri=f"sqlite://{path}")
+    store = perf._monitor(app).store
+    client = app.test_client()
+    client.get("/")
+    assert store.counters(app.name)["requests"] == 1
+
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        for _ in range(3):
+            client.get("/")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.counters(app.name)["requests"] == 1  # not taken while the file was held
+
+    def counted() -> bool:
+        return store.counters(app.name).get("requests") == 4
+
+    wait_for(counted, timeout=10, interval=0.1, what="the waiting counts sent again")
+
+
 @pytest.mark.usefixtures("every_request_flushes")
 def test_redis_down_then_back(
     app: Flask, redis_server: RedisServer, clock: FakeClock, caplog: pytest.LogCaptureFixture

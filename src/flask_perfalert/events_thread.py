@@ -3,7 +3,9 @@
 One thread per process, shared by every app, started with the first job and
 again in a forked child. The request thread only hands work over (a queue
 put); building the event, the store's claim, the signal and the subscribers'
-disk work all run here. At exit, queued jobs get a bounded time.
+disk work all run here, and the counts a store did not take are sent again
+from here when they are due, whether or not a request comes. At exit, queued
+jobs get a bounded time.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import atexit
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ._logging import logger
 from .alerts.delivery import EXIT_FLUSH_SECONDS, DeliveryWorker
@@ -57,8 +59,21 @@ class Once:
 EVENTS_QUEUE_SIZE = 20_000
 
 
+class Flushing(Protocol):
+    """What the events thread sends counts for (an app's monitor)."""
+
+    def flush_now(self) -> None: ...
+
+
 class EventsWorker(DeliveryWorker):
     thread_name = "flask-perfalert-events"
+
+    def schedule(self, key: Flushing, delay: float) -> None:
+        """Send ``key``'s counts again in ``delay`` seconds (they were not taken)."""
+        super().schedule(key, delay)
+
+    def _due_job(self, key: Flushing) -> Job:
+        return Job("the counters and latencies", key.flush_now, False)
 
     def __init__(self) -> None:
         self._before_shutdown: list[Callable[[], None]] = []

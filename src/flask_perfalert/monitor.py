@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from flask import Flask
 
+from . import stats as counting
 from ._redaction import Redactor
 from ._request_info import RequestInfo, describe_request, request_from_environ
 from ._routes import resolve_thresholds, warn_unmatched_settings
@@ -36,7 +37,7 @@ from .profiling.policy import ProfileResult, ProfilingPolicy, wall_time
 from .profiling.state import InFlight, TimerState
 from .profiling.timer import hold_back, later, when_closed
 from .signals import perf_slow_request
-from .stats import FIRST_FLUSH_DELAY, Stats, share_counters
+from .stats import FIRST_FLUSH_DELAY, RETRY_MAX, RETRY_MIN, Stats, share_counters
 from .storage import MemoryStore, Store, open_store
 from .storage.fallback import decide_held_at_exit
 from .time_by_kind import time_by_kind
@@ -89,6 +90,8 @@ class AppMonitor:
         #: Names this app's counters in a shared store (the same in every worker).
         self.app_key = app.name
         self.counters = share_counters(self.stats, self.store, self.app_key)
+        #: Seconds before counts the store did not take are sent again.
+        self._flush_retry = RETRY_MIN
         #: The endpoints' usual latencies, from one request in latency.SAMPLE_EVERY.
         self.latencies = LatencyBook(self.store, self.app_key)
         self.escalation_factor = settings.escalation_factor
@@ -161,6 +164,7 @@ class AppMonitor:
 
     def close(self) -> None:
         """Release what this monitor opened (the store's connections, Mattermost's replays)."""
+        EVENTS.forget(self)
         if self.mattermost_alerts is not None:
             self.mattermost_alerts.close()
         try:
@@ -403,17 +407,30 @@ class AppMonitor:
     def _flush_soon(self) -> None:
         app = self.app
         if app is not None and app.testing:
-            self.flush_now()
+            self.flush_now(wait=True)  # the test sees the counts in the store at once
         else:
-            EVENTS.submit(Job("the counters and latencies", self.flush_now, False))
+            EVENTS.schedule(self, 0.0)  # several calls before it runs make one flush
 
-    def flush_now(self) -> None:
-        """Count the sampled latencies and send the counters (on the events thread)."""
+    def flush_now(self, wait: bool = False) -> None:
+        """Count the sampled latencies and send the counters (on the events thread).
+
+        ``wait``: for a flush the events thread is running (else this one is skipped).
+        """
         app = self.app
         if app is not None:
             self._count_latencies(app)
-        if self.counters is not None:
-            self.counters.flush()
+        counters = self.counters
+        if counters is None:
+            return
+        # The counts of the last requests do not wait for this worker's next one.
+        if counters.flush(wait=wait):
+            self._flush_retry = RETRY_MIN
+            if counters.sent:  # one more batch later; an idle worker then stops waking
+                EVENTS.schedule(self, counting.FLUSH_INTERVAL)
+            return
+        # Not taken (the store is busy or away, or another thread was sending): again.
+        EVENTS.schedule(self, self._flush_retry)
+        self._flush_retry = min(self._flush_retry * 2, RETRY_MAX)
 
     def _count_latencies(self, app: Flask) -> None:
         pending = self.stats.latencies

@@ -5,8 +5,12 @@ keeps counters (``sqlite://``, ``redis://``), a :class:`CounterFlusher` hands
 the counts since its last batch to the store, at most every ``FLUSH_INTERVAL``
 seconds: from the request timer's close call-back once the response is sent
 (the timer compares one float per request, ``Stats.flush_due``), from
-``Stats.add`` (alerts, deliveries), and once more at interpreter exit. A worker
-that serves no request sends nothing until its next request, or its exit.
+``Stats.add`` (alerts, deliveries), and once more at interpreter exit. The
+counts of a worker's last requests do not wait for its next one: a batch that
+sent something is followed by one more ``FLUSH_INTERVAL`` later (a worker gone
+idle wakes once more, then not again), and a batch the store did not take is
+sent again ``RETRY_MIN`` seconds later (then after twice as long each time, up
+to ``RETRY_MAX``), request or not.
 
 No count is lost or counted twice: a batch the store did not take (the store
 is away) is kept and sent again, unchanged, until it is taken, and the store
@@ -43,6 +47,9 @@ FLUSH_INTERVAL = 5.0
 FIRST_FLUSH_DELAY = 1.0
 #: At most one warning about failed batches per this many seconds (per process and app).
 WARN_INTERVAL = 300.0
+#: Seconds before a batch the store did not take is sent again; doubled up to RETRY_MAX.
+RETRY_MIN = 1.0
+RETRY_MAX = 30.0
 #: Seconds the exit flush waits for a flush that another thread is running.
 EXIT_LOCK_TIMEOUT = 2.0
 
@@ -171,6 +178,8 @@ class CounterFlusher:
         self.description = description
         self._lock = threading.Lock()
         self._warned_at: float | None = None
+        #: Whether the last flush handed counts to the store (False: there were none).
+        self.sent = False
         self._restart()
         stats.flusher = self
         stats.flush_due = time.perf_counter() + min(FIRST_FLUSH_DELAY, FLUSH_INTERVAL)
@@ -209,13 +218,13 @@ class CounterFlusher:
         return deltas
 
     # -- flushing ----------------------------------------------------------------------
-    def flush(self, final: bool = False) -> bool:
+    def flush(self, final: bool = False, wait: bool = False) -> bool:
         """Send what was counted since the last batch; True when the store has it all.
 
         Never raises. Another thread's flush in progress makes this one return
-        at once (the exit flush waits for it, briefly).
+        at once (the exit flush, and one asked to ``wait``, wait for it, briefly).
         """
-        if not self._lock.acquire(timeout=EXIT_LOCK_TIMEOUT if final else 0):
+        if not self._lock.acquire(timeout=EXIT_LOCK_TIMEOUT if final or wait else 0):
             return False
         try:
             return self._send(final)
@@ -227,6 +236,7 @@ class CounterFlusher:
 
     def _send(self, final: bool) -> bool:
         # A batch left over from a failed flush goes first, then the new counts.
+        self.sent = False
         for _ in range(2 if self._unsent is not None else 1):
             if self._unsent is None:
                 deltas = self._take()
@@ -238,6 +248,7 @@ class CounterFlusher:
             if self.sink(deltas, (self._sender, number), final) is False:
                 return False
             self._unsent = None
+            self.sent = True
         return True
 
     def pending(self) -> dict[str, float]:

@@ -3,7 +3,10 @@
 Mattermost's worker (:mod:`.mattermost.worker`) is one. The thread is started
 only when the first job arrives, so a gunicorn sync worker that never alerts
 never gets a thread (a process that has ever started a thread stays slower).
-It is started afresh in a forked child. At interpreter exit, jobs still queued
+It is started afresh in a forked child. The thread also wakes up for work
+scheduled for later (:meth:`DeliveryWorker.schedule`): a timer costs no thread
+of its own. No wait is longer than ``MAX_WAIT`` (a longer timeout would make
+``queue.get`` raise). At interpreter exit, jobs still queued
 get a bounded time to finish; what is left is handed back to each job's
 ``abandon``, which keeps or logs it, so no alert vanishes.
 """
@@ -16,7 +19,8 @@ import os
 import queue
 import threading
 import time
-from typing import Protocol
+import weakref
+from typing import Any, Protocol
 
 logger = logging.getLogger("flask_perfalert")
 
@@ -26,6 +30,8 @@ QUEUE_SIZE = 1000
 EXIT_FLUSH_SECONDS = 5.0
 #: Seconds the thread pauses after an unexpected error of its own, before going on.
 ERROR_PAUSE = 1.0
+#: The longest the thread sleeps in one go (a later wake-up is waited for in steps).
+MAX_WAIT = 3600.0
 
 
 class Job(Protocol):
@@ -54,6 +60,9 @@ class DeliveryWorker:
         self._closing = False
         self.overflow = 0
         self.busy = False
+        #: What is scheduled for later, and when (``time.monotonic()``).
+        self._wakeups: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._wakeups_lock = threading.Lock()
 
     def submit(self, job: Job) -> bool:
         """Queue ``job`` without ever blocking; False (and the job abandoned) if full."""
@@ -95,9 +104,63 @@ class DeliveryWorker:
                 thread.start()
                 self._thread = thread
 
+    # -- work for later ----------------------------------------------------------------
+    def schedule(self, key: Any, delay: float) -> None:
+        """Queue ``self._due_job(key)`` in ``delay`` seconds (or sooner, if already due).
+
+        ``key`` is held weakly: a key that is gone is not run.
+        """
+        if self._closing:
+            return  # at exit: what is scheduled is the next process's
+        due = time.monotonic() + min(max(delay, 0.0), MAX_WAIT)
+        with self._wakeups_lock:
+            current = self._wakeups.get(key)
+            if current is None or due < current:
+                self._wakeups[key] = due
+        if self._thread is None:
+            self.start()
+        elif threading.current_thread() is not self._thread:
+            try:  # wake the thread up to see the new time
+                self._queue.put_nowait(_Nudge())
+            except queue.Full:
+                pass  # it has jobs to do, and looks at the time after each
+
+    def forget(self, key: Any) -> None:
+        """Nothing more is scheduled for ``key``."""
+        with self._wakeups_lock:
+            self._wakeups.pop(key, None)
+
+    def _due_job(self, key: Any) -> Job:
+        """The job for ``key``, whose scheduled time has come (subclasses that schedule)."""
+        raise NotImplementedError
+
     def _next_job(self) -> Job | None:
-        """Wait for the next job; None stops the thread."""
-        return self._queue.get()
+        """Wait for the next job, or queue what is due meanwhile; None stops the thread."""
+        while True:
+            if self._wakeups:  # looked at before each job: a busy queue does not starve them
+                self._queue_due()
+            try:
+                return self._queue.get(timeout=self._next_wakeup())
+            except queue.Empty:
+                pass
+
+    def _next_wakeup(self) -> float | None:
+        with self._wakeups_lock:
+            if not self._wakeups:
+                return None
+            return min(MAX_WAIT, max(0.0, min(self._wakeups.values()) - time.monotonic()))
+
+    def _queue_due(self) -> None:
+        now = time.monotonic()
+        with self._wakeups_lock:
+            due = [key for key, at in self._wakeups.items() if at <= now]
+            for key in due:
+                del self._wakeups[key]
+        for key in due:
+            try:
+                self._queue.put_nowait(self._due_job(key))
+            except queue.Full:
+                self.schedule(key, 1.0)  # jobs are waiting: after them
 
     def _run(self) -> None:
         while True:
@@ -142,3 +205,15 @@ class DeliveryWorker:
                 job.abandon("the process exited before it could run")
             self._queue.task_done()
         self._closing = False
+
+
+class _Nudge:
+    """Wakes the thread up to look at the scheduled times again."""
+
+    description = "wake-up"
+
+    def run(self) -> None:
+        pass
+
+    def abandon(self, reason: str) -> None:
+        pass
