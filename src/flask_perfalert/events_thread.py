@@ -68,16 +68,16 @@ class Flushing(Protocol):
 class EventsWorker(DeliveryWorker):
     thread_name = "flask-perfalert-events"
 
+    def __init__(self) -> None:
+        self._before_shutdown: list[Callable[[], None]] = []
+        super().__init__(EVENTS_QUEUE_SIZE)
+
     def schedule(self, key: Flushing, delay: float) -> None:
-        """Send ``key``'s counts again in ``delay`` seconds (they were not taken)."""
+        """Send ``key``'s counts in ``delay`` seconds (0: a flush is due; more: a retry)."""
         super().schedule(key, delay)
 
     def _due_job(self, key: Flushing) -> Job:
         return Job("the counters and latencies", key.flush_now, False)
-
-    def __init__(self) -> None:
-        self._before_shutdown: list[Callable[[], None]] = []
-        super().__init__(EVENTS_QUEUE_SIZE)
 
     def before_shutdown(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` at exit before the last jobs are waited for: work it queues

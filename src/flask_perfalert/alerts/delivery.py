@@ -131,8 +131,12 @@ class DeliveryWorker:
             self._wakeups.pop(key, None)
 
     def _due_job(self, key: Any) -> Job:
-        """The job for ``key``, whose scheduled time has come (subclasses that schedule)."""
-        raise NotImplementedError
+        """The job for ``key``, whose scheduled time has come.
+
+        Only a subclass knows what its keys are; one that calls :meth:`schedule`
+        says here what runs (the events thread: a flush; Mattermost's: a replay).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not run scheduled work")
 
     def _next_job(self) -> Job | None:
         """Wait for the next job, or queue what is due meanwhile; None stops the thread."""

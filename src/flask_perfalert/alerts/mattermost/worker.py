@@ -18,12 +18,11 @@ from typing import Protocol
 
 from ..._logging import logger
 from .. import delivery
-from ..delivery import DeliveryWorker, Job
+from ..delivery import MAX_WAIT, DeliveryWorker, Job
 from .spool import SpoolEntry
 
 #: Seconds queued alerts get at interpreter exit before the rest is left in the spool.
 EXIT_FLUSH_SECONDS = delivery.EXIT_FLUSH_SECONDS
-MAX_WAIT = delivery.MAX_WAIT
 
 
 class Replayable(Protocol):
